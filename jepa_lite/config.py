@@ -1,0 +1,227 @@
+"""Typed run configuration: dataclasses with the defaults of the CPU course run, packaged YAML files that
+override them by name (`fmnist_vit_tiny`, ..., `in1k_vith14_ep300`), and dotted command-line overrides
+(`optim.lr=5e-4 data.root=/datasets/imagenet`). A key that does not exist is an error, never ignored."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "MaskConfig",
+    "OptimConfig",
+    "MethodConfig",
+    "EvalConfig",
+    "CONFIG_DIR",
+    "list_configs",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    name: str = "fmnist"  # fmnist | shapes | cifar10 | stl10 | imagefolder
+    root: str | None = None  # dataset folder; None searches the usual places (see data.py)
+    image_size: int = 32  # fmnist 28 px is padded to 32 -> 8x8 grid of 4-px patches
+    crop_scale: tuple[float, float] = (0.3, 1.0)  # RandomResizedCrop for image folders (the only augmentation)
+    limit: int | None = None  # train on the first N images only
+    num_workers: int = 0  # DataLoader worker processes (the mask collator runs inside them)
+
+
+@dataclass
+class ModelConfig:
+    name: str | None = None  # a timm ViT name (vit_huge_patch14_224 ...); None -> the explicit size below
+    patch_size: int = 4
+    embed_dim: int = 192
+    depth: int = 6
+    num_heads: int = 3
+    predictor_dim: int = 96
+    predictor_depth: int = 4
+    predictor_heads: int = 4
+    drop_path: float = 0.0
+    grad_checkpointing: bool = False  # activation checkpointing, for ViT-H / ViT-g on small GPUs
+
+
+@dataclass
+class MaskConfig:
+    strategy: str = "multiblock"  # multiblock | random | block | rasterized
+    n_targets: int = 4
+    target_scale: tuple[float, float] = (0.15, 0.2)
+    target_aspect: tuple[float, float] = (0.75, 1.5)
+    context_scale: tuple[float, float] = (0.85, 1.0)
+    min_context: int = 4
+    target_ratio: float = 0.6  # random strategy (MAE uses 0.75)
+
+
+@dataclass
+class OptimConfig:
+    global_batch: int = 256  # the contract: per-device batch and accumulation are derived from the world size
+    max_device_batch: int | None = None  # largest micro-batch per device; None -> global_batch / world_size
+    epochs: float = 1.0
+    max_steps: int | None = None  # cap on optimizer steps (quick runs, tests); schedules span the capped run
+    warmup_epochs: float = 0.1
+    lr: float = 1e-3
+    start_lr: float = 2e-4
+    final_lr: float = 1e-6
+    weight_decay: float = 0.04
+    final_weight_decay: float = 0.4
+    ema: tuple[float, float] = (0.996, 1.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = None
+
+
+@dataclass
+class MethodConfig:
+    name: str = "ijepa"  # ijepa | mae | invariant
+    loss: str = "smooth_l1"  # ijepa: smooth_l1 (official code) | l2 (paper text)
+    target_mode: str = "ema"  # ijepa collapse lab: ema | online_stopgrad | online
+    temperature: float = 0.2  # invariant
+    norm_pix: bool = True  # mae
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    low_shot_per_class: int = 60  # 1% of Fashion-MNIST
+    train_limit: int | None = None
+    test_limit: int | None = None
+    batch_size: int = 512
+
+
+@dataclass
+class Config:
+    name: str = "fmnist_vit_tiny"
+    seed: int = 0
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA, none on CPU) | no | bf16 | fp16
+    compile: bool = False
+    out_dir: str = "runs"
+    log_every: int = 10
+    ckpt_every: int = 0  # optimizer steps between checkpoints; 0 -> only at the end
+    keep_last: int = 2
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def list_configs() -> list[str]:
+    """Names of the packaged configs."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain nested dict (tuples as lists), ready for YAML or JSON."""
+    out = dataclasses.asdict(cfg)
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        return list(v) if isinstance(v, tuple) else v
+
+    return fix(out)
+
+
+def _coerce(value: Any, hint: str, key: str) -> Any:
+    """Bring a YAML-parsed value to the field's declared type (hint is a string under postponed annotations)."""
+    if value is None:
+        if "None" not in hint:
+            raise ValueError(f"config key {key!r} cannot be null (type {hint})")
+        return None
+    base = hint.replace(" | None", "")
+    try:
+        if base.startswith("tuple"):
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, (list, tuple)) or len(value) != 2:
+                raise ValueError
+            return tuple(float(v) for v in value)
+        if base == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if base == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if base == "float":
+            return float(value)
+        if base == "str":
+            return str(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"config key {key!r} expects {hint}, got {value!r}") from None
+    return value
+
+
+def _set_field(obj: Any, path: list[str], value: Any, full_key: str) -> None:
+    names = [f.name for f in dataclasses.fields(obj)]
+    head = path[0]
+    if head not in names:
+        close = difflib.get_close_matches(head, names, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(names)}"
+        raise ValueError(f"unknown config key {full_key!r}{hint}")
+    current = getattr(obj, head)
+    if dataclasses.is_dataclass(current):
+        if len(path) == 1:
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {full_key!r} is a section; set its fields, e.g. {full_key}.<key>=...")
+            for k, v in value.items():
+                _set_field(current, [k], v, f"{full_key}.{k}")
+        else:
+            _set_field(current, path[1:], value, full_key)
+        return
+    if len(path) > 1:
+        raise ValueError(f"config key {full_key!r}: {head!r} is a value, not a section")
+    hints = {f.name: str(f.type) for f in dataclasses.fields(obj)}
+    setattr(obj, head, _coerce(value, hints[head], full_key))
+
+
+def config_from_dict(d: dict, base: Config | None = None) -> Config:
+    """Overlay a nested dict on `base` (defaults if None), checking every key and type."""
+    cfg = base if base is not None else Config()
+    for k, v in d.items():
+        _set_field(cfg, [k], v, k)
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
+    """Apply `section.key=value` strings; values are parsed as YAML (numbers, lists, null, true/false)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value (e.g. optim.lr=5e-4)")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        _set_field(cfg, key.strip().split("."), value, key.strip())
+    return cfg
+
+
+def load_config(name_or_path: str | Path = "fmnist_vit_tiny", overrides: typing.Sequence[str] = ()) -> Config:
+    """A packaged config by name, or a YAML file by path, on top of the defaults, then dotted overrides."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ValueError(f"config {str(name_or_path)!r} not found: not a file, and not one of {list_configs()}")
+    d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"config file {path} must hold a mapping at top level")
+    d.setdefault("name", path.stem)
+    cfg = config_from_dict(d)
+    return apply_overrides(cfg, overrides)

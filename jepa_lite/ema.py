@@ -1,0 +1,35 @@
+"""The target encoder of I-JEPA is an exponential moving average (EMA) of the context encoder."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ema_update", "momentum_at"]
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """target <- momentum * target + (1 - momentum) * online, for every parameter, in a few fused kernels.
+
+    Buffers (the fixed positions) are not averaged. `momentum` must lie in [0, 1]: 0 copies the online
+    weights, 1 freezes the target.
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"EMA momentum {momentum} must lie in [0, 1]")
+    tgt = list(target.parameters())
+    src = list(online.parameters())
+    if len(tgt) != len(src):
+        raise ValueError(f"target has {len(tgt)} parameter tensors but online has {len(src)}")
+    if momentum == 1.0:
+        return
+    src = [s.detach().to(t.dtype) for t, s in zip(tgt, src)]
+    torch._foreach_lerp_(tgt, src, 1.0 - momentum)
+
+
+def momentum_at(step: int, total_steps: int, start: float = 0.996, end: float = 1.0) -> float:
+    """Linear EMA momentum schedule of the paper: `start` at step 0, `end` at the last step."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps {total_steps} must be positive")
+    frac = min(max(step / total_steps, 0.0), 1.0)
+    return start + (end - start) * frac

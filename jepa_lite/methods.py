@@ -1,0 +1,189 @@
+"""The three families of self-supervised learning on one ViT encoder and one batch contract.
+
+- `IJEPA` (joint-embedding predictive): predict the target encoder's representations of target blocks.
+- `MAE` (generative): reconstruct the normalised pixels of masked patches.
+- `Invariant` (joint-embedding, SimCLR-like): two augmented views, InfoNCE between their embeddings.
+
+Each is an nn.Module whose `forward(batch) -> (loss, logs)`; `eval_encoder` is the encoder to probe.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .ema import ema_update
+from .masks import Batch
+from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, gather_tokens, patchify
+
+__all__ = ["IJEPA", "MAE", "Invariant", "ijepa_loss", "info_nce", "augment_views", "METHODS"]
+
+TARGET_MODES = ("ema", "online_stopgrad", "online")
+
+
+def ijepa_loss(pred: Tensor, target: Tensor, kind: str = "smooth_l1") -> Tensor:
+    """Distance between predicted and target representations, averaged: smooth-L1 (official code) or L2 (paper)."""
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target)
+    if kind == "l2":
+        return F.mse_loss(pred, target)
+    raise ValueError(f"loss {kind!r} is not one of 'smooth_l1', 'l2'")
+
+
+class IJEPA(nn.Module):
+    """Context encoder + predictor, trained to match an EMA target encoder's layer-normed patch features.
+
+    `target_mode` is for the collapse lab: 'ema' (I-JEPA), 'online_stopgrad' (target = the context encoder
+    itself under stop-gradient, i.e. momentum 0), 'online' (no stop-gradient: gradients flow into the target).
+    """
+
+    def __init__(
+        self, encoder: ViTEncoder, predictor: Predictor, *, loss: str = "smooth_l1", target_mode: str = "ema"
+    ) -> None:
+        super().__init__()
+        if target_mode not in TARGET_MODES:
+            raise ValueError(f"target_mode {target_mode!r} is not one of {TARGET_MODES}")
+        ijepa_loss(torch.zeros(1), torch.zeros(1), loss)  # validates the loss name early
+        self.context_encoder = encoder
+        self.predictor = predictor
+        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        self.loss_kind = loss
+        self.target_mode = target_mode
+
+    @property
+    def eval_encoder(self) -> ViTEncoder:
+        """The paper evaluates the target encoder."""
+        return self.target_encoder
+
+    def targets(self, images: Tensor, target_idx: Tensor) -> Tensor:
+        """Layer-normed (no affine) features of the full image, gathered per target block: [B, M, Kt, D]."""
+        b, m, kt = target_idx.shape
+        if self.target_mode == "ema":
+            with torch.no_grad():
+                h = self.target_encoder(images)
+        elif self.target_mode == "online_stopgrad":
+            with torch.no_grad():
+                h = self.context_encoder(images)
+        else:
+            h = self.context_encoder(images)
+        h = F.layer_norm(h, h.shape[-1:])
+        return gather_tokens(h, target_idx.reshape(b, m * kt)).reshape(b, m, kt, -1)
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        target = self.targets(batch.images, batch.target_idx)
+        context = self.context_encoder(batch.images, batch.context_idx)  # [B, Kc, D]
+        pred = self.predictor(context, batch.context_idx, batch.target_idx)  # [B, M, Kt, D]
+        loss = ijepa_loss(pred, target, self.loss_kind)
+        return loss, {"loss": loss.detach()}
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """EMA step of the target encoder (only in 'ema' mode; the other modes use the online encoder)."""
+        if self.target_mode == "ema":
+            ema_update(self.target_encoder, self.context_encoder, momentum)
+
+
+class MAE(nn.Module):
+    """Masked autoencoder: encoder on the visible (context) patches, decoder predicts the per-patch normalised
+    pixels of every target patch; loss on the target patches only."""
+
+    def __init__(self, encoder: ViTEncoder, decoder: PixelDecoder, *, norm_pix: bool = True) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.norm_pix = norm_pix
+
+    @property
+    def eval_encoder(self) -> ViTEncoder:
+        return self.encoder
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        b = batch.images.shape[0]
+        target_idx = batch.target_idx.reshape(b, -1)  # [B, K]
+        pix = gather_tokens(patchify(batch.images, self.encoder.patch_size), target_idx)  # [B, K, p*p*C]
+        if self.norm_pix:
+            pix = (pix - pix.mean(-1, keepdim=True)) / (pix.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+        latent = self.encoder(batch.images, batch.context_idx)
+        pred = self.decoder(latent, batch.context_idx, target_idx)
+        loss = F.mse_loss(pred, pix)
+        return loss, {"loss": loss.detach()}
+
+    def update_target(self, momentum: float) -> None:
+        """MAE has no target network."""
+
+
+def augment_views(images: Tensor, *, crop_scale: tuple[float, float] = (0.3, 1.0), jitter: float = 0.4) -> Tensor:
+    """One random view per image, batched on the images' device: random resized crop (aspect 3/4-4/3),
+    horizontal flip, brightness/contrast jitter and a little noise. Uses the global RNG (saved on resume)."""
+    b, _, h, w = images.shape
+    dev = images.device
+    scale = torch.empty(b, device=dev).uniform_(*crop_scale)
+    log_ratio = torch.empty(b, device=dev).uniform_(-0.2877, 0.2877)  # log(3/4) .. log(4/3)
+    sx = (scale * log_ratio.exp()).sqrt().clamp(max=1.0)
+    sy = (scale / log_ratio.exp()).sqrt().clamp(max=1.0)
+    tx = (torch.rand(b, device=dev) * 2 - 1) * (1 - sx)
+    ty = (torch.rand(b, device=dev) * 2 - 1) * (1 - sy)
+    flip = torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 0, 2] = sx * flip, tx
+    theta[:, 1, 1], theta[:, 1, 2] = sy, ty
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
+    contrast = 1 + (torch.rand(b, 1, 1, 1, device=dev) * 2 - 1) * jitter
+    brightness = (torch.rand(b, 1, 1, 1, device=dev) * 2 - 1) * jitter
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * contrast + mean + brightness
+    return out + 0.05 * torch.randn_like(out)
+
+
+def info_nce(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
+    """Symmetric InfoNCE (NT-Xent): each view must pick its partner among the 2B-1 other embeddings."""
+    z = F.normalize(torch.cat([z1, z2]), dim=-1)  # [2B, E]
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    b = z1.shape[0]
+    partner = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, partner)
+
+
+class Invariant(nn.Module):
+    """Invariant joint-embedding (SimCLR-like): embeddings of two augmentations of an image should agree
+    and differ from other images'. It needs hand-crafted augmentations; the masks of the batch are unused."""
+
+    def __init__(
+        self,
+        encoder: ViTEncoder,
+        head: ProjectionHead,
+        *,
+        temperature: float = 0.2,
+        crop_scale: tuple[float, float] = (0.3, 1.0),
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature {temperature} must be positive")
+        self.encoder = encoder
+        self.head = head
+        self.temperature = temperature
+        self.crop_scale = tuple(crop_scale)
+
+    @property
+    def eval_encoder(self) -> ViTEncoder:
+        return self.encoder
+
+    def embed(self, images: Tensor) -> Tensor:
+        return self.head(self.encoder(images).mean(dim=1))
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        v1 = augment_views(batch.images, crop_scale=self.crop_scale)
+        v2 = augment_views(batch.images, crop_scale=self.crop_scale)
+        loss = info_nce(self.embed(v1), self.embed(v2), self.temperature)
+        return loss, {"loss": loss.detach()}
+
+    def update_target(self, momentum: float) -> None:
+        """No target network: both views go through the same encoder."""
+
+
+METHODS = {"ijepa": IJEPA, "mae": MAE, "invariant": Invariant}

@@ -1,0 +1,329 @@
+"""The one training loop, on accelerate: a notebook on a CPU and `scripts/pretrain.py` on 16 GPUs run this.
+
+One optimizer step consumes one *global* batch, split over `world_size` processes and `accum` micro-batches.
+Every sample carries the key (step, slot, global_batch), so the data order and the masks depend only on the
+step: the same config gives the same optimisation on 1, 8 or 16 devices, and a resumed run continues
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import Config, config_to_dict
+from .masks import MaskCollator, make_collator
+from .methods import MAE, IJEPA, Invariant
+from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder
+from .schedules import Schedules, param_groups, set_optimizer_values
+
+__all__ = [
+    "build_encoder",
+    "build_method",
+    "build_collator",
+    "split_global_batch",
+    "GlobalBatchSampler",
+    "KeyedDataset",
+    "TrainResult",
+    "train",
+]
+
+
+def build_encoder(cfg: Config, in_chans: int) -> ViTEncoder:
+    """The ViT of the config: a timm name, or the explicit small size for 28/32-px images."""
+    m = cfg.model
+    if m.name:
+        enc = ViTEncoder(m.name, img_size=cfg.data.image_size, in_chans=in_chans, drop_path_rate=m.drop_path)
+    else:
+        enc = ViTEncoder(
+            img_size=cfg.data.image_size, patch_size=m.patch_size, in_chans=in_chans, embed_dim=m.embed_dim,
+            depth=m.depth, num_heads=m.num_heads, drop_path_rate=m.drop_path,
+        )  # fmt: skip
+    enc.grad_checkpointing = m.grad_checkpointing
+    return enc
+
+
+def build_method(cfg: Config, in_chans: int) -> nn.Module:
+    """IJEPA, MAE or Invariant on the config's encoder."""
+    enc = build_encoder(cfg, in_chans)
+    m, name = cfg.model, cfg.method.name
+    narrow = dict(predictor_dim=m.predictor_dim, depth=m.predictor_depth, num_heads=m.predictor_heads)
+    if name == "ijepa":
+        pred = Predictor(enc.grid, enc.embed_dim, **narrow)
+        pred.grad_checkpointing = m.grad_checkpointing
+        return IJEPA(enc, pred, loss=cfg.method.loss, target_mode=cfg.method.target_mode)
+    if name == "mae":
+        return MAE(enc, PixelDecoder(enc.grid, enc.embed_dim, enc.patch_size, in_chans, **narrow),
+                   norm_pix=cfg.method.norm_pix)  # fmt: skip
+    if name == "invariant":
+        head = ProjectionHead(enc.embed_dim, hidden_dim=4 * enc.embed_dim, out_dim=128)
+        return Invariant(enc, head, temperature=cfg.method.temperature, crop_scale=cfg.data.crop_scale)
+    raise ValueError(f"method {name!r} is not one of 'ijepa', 'mae', 'invariant'")
+
+
+def build_collator(cfg: Config, grid: tuple[int, int]) -> MaskCollator:
+    """The mask collator of the config (MAE defaults to 75% random masking, the MAE paper's)."""
+    mk = cfg.mask
+    if mk.strategy == "multiblock":
+        kw = dict(n_targets=mk.n_targets, target_scale=mk.target_scale, target_aspect=mk.target_aspect,
+                  context_scale=mk.context_scale, min_context=mk.min_context)  # fmt: skip
+    elif mk.strategy == "random":
+        kw = dict(target_ratio=mk.target_ratio)
+    elif mk.strategy == "block":
+        kw = dict(target_aspect=mk.target_aspect)
+    else:
+        kw = {}
+    return make_collator(mk.strategy, grid, seed=cfg.seed, **kw)
+
+
+def split_global_batch(global_batch: int, world_size: int, max_device_batch: int | None = None) -> tuple[int, int]:
+    """(per-device micro-batch, accumulation steps) so that micro * accum * world_size == global_batch."""
+    if global_batch <= 0:
+        raise ValueError(f"optim.global_batch {global_batch} must be positive")
+    if global_batch % world_size:
+        raise ValueError(f"optim.global_batch {global_batch} is not divisible by the world size {world_size}")
+    per_device = global_batch // world_size
+    cap = per_device if max_device_batch is None else max_device_batch
+    if cap <= 0:
+        raise ValueError(f"optim.max_device_batch {max_device_batch} must be positive")
+    micro = max(d for d in range(1, min(cap, per_device) + 1) if per_device % d == 0)
+    return micro, per_device // micro
+
+
+class GlobalBatchSampler(Sampler):
+    """Yields this process's micro-batches of keys `(index, step, slot, global_batch)`, step after step.
+
+    The epoch's permutation is seeded by (seed, epoch); slot s of the global batch of step t is the sample at
+    position t*G + s of that permutation. Rank r, micro-batch a take slots [(a*W + r)*micro, +micro)."""
+
+    def __init__(self, n: int, global_batch: int, *, micro: int, accum: int, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, start_step: int = 0, total_steps: int) -> None:  # fmt: skip
+        if n < global_batch:
+            raise ValueError(f"dataset of {n} images is smaller than optim.global_batch {global_batch}")
+        self.n, self.g, self.micro, self.accum = n, global_batch, micro, accum
+        self.rank, self.world, self.seed = rank, world_size, seed
+        self.start, self.total = start_step, total_steps
+        self.steps_per_epoch = n // global_batch
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        return torch.randperm(self.n, generator=gen)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
+        epoch, perm = -1, None
+        for step in range(self.start, self.total):
+            if step // self.steps_per_epoch != epoch:
+                epoch = step // self.steps_per_epoch
+                perm = self._perm(epoch)
+            base = (step % self.steps_per_epoch) * self.g
+            for a in range(self.accum):
+                first = (a * self.world + self.rank) * self.micro
+                yield [(int(perm[base + s]), step, s, self.g) for s in range(first, first + self.micro)]
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.accum
+
+
+class KeyedDataset(Dataset):
+    """Wraps a dataset of (image, label) so that a key (index, step, slot, global_batch) returns
+    (image, label, (step, slot, global_batch)) for the mask collator's seeding."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int, int, int]):
+        index, step, slot, g = key
+        image, label = self.dataset[index][:2]
+        return image, label, (step, slot, g)
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the trained method (unwrapped), per-step logs, the run folder and last step."""
+
+    method: nn.Module
+    history: list[dict] = field(default_factory=list)
+    run_dir: Path | None = None
+    step: int = 0
+    init_encoder: nn.Module | None = None
+
+
+def _resolve_precision(mode: str) -> str:
+    if mode == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if mode not in ("no", "bf16", "fp16"):
+        raise ValueError(f"mixed_precision {mode!r} is not one of 'auto', 'no', 'bf16', 'fp16'")
+    return mode
+
+
+def total_steps_of(cfg: Config, n_images: int) -> tuple[int, int, int]:
+    """(steps per epoch, total optimizer steps, warm-up steps) of a config on a dataset of n images."""
+    spe = n_images // cfg.optim.global_batch
+    if spe == 0:
+        raise ValueError(f"dataset of {n_images} images is smaller than optim.global_batch {cfg.optim.global_batch}")
+    total = max(1, round(cfg.optim.epochs * spe))
+    if cfg.optim.max_steps is not None:
+        if cfg.optim.max_steps <= 0:
+            raise ValueError(f"optim.max_steps {cfg.optim.max_steps} must be positive")
+        total = min(total, cfg.optim.max_steps)
+    warmup = min(round(cfg.optim.warmup_epochs * spe), total)
+    return spe, total, warmup
+
+
+def train(
+    cfg: Config,
+    *,
+    dataset: Dataset | None = None,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    accelerator=None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_step: Callable[[int, nn.Module, dict], None] | None = None,
+) -> TrainResult:
+    """Train the config's method; logs every step to `run_dir/metrics.csv` if a run folder is given.
+
+    `resume`: a checkpoint folder, or 'auto' for the latest complete one in run_dir (none -> fresh start).
+    `stop_after`: return after this many steps of *this* call (the schedules still span the whole run).
+    `on_step(step, method, row)`: called on the main process after each optimizer step (notebook probes)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from .data import build_dataset
+
+    acc = accelerator or Accelerator(mixed_precision=_resolve_precision(cfg.mixed_precision))
+    set_seed(cfg.seed)  # identical initial weights on every process
+    if dataset is None:
+        dataset = build_dataset(cfg.data.name, root=cfg.data.root, train=True, image_size=cfg.data.image_size,
+                                crop_scale=cfg.data.crop_scale, limit=cfg.data.limit)  # fmt: skip
+    in_chans = dataset[0][0].shape[0]
+    method = build_method(cfg, in_chans)
+    init_encoder = copy.deepcopy(method.eval_encoder).eval() if acc.is_main_process else None
+    collator = build_collator(cfg, method.eval_encoder.grid)
+    micro, accum = split_global_batch(cfg.optim.global_batch, acc.num_processes, cfg.optim.max_device_batch)
+    spe, total, warmup = total_steps_of(cfg, len(dataset))
+    o = cfg.optim
+    sched = Schedules(total, warmup, o.lr, o.start_lr, o.final_lr, o.weight_decay, o.final_weight_decay, *o.ema)
+    fused = acc.device.type == "cuda"
+    optimizer = torch.optim.AdamW(param_groups(method), lr=o.lr, betas=o.betas, fused=fused)
+    if cfg.compile:
+        method.compile()  # compiles forward in place; state-dict keys stay the same
+    method, optimizer = acc.prepare(method, optimizer)
+    core = acc.unwrap_model(method)
+
+    run_dir = Path(run_dir) if run_dir is not None else None
+    start = 0
+    if resume is not None:
+        ckpt = latest_checkpoint(run_dir) if str(resume) == "auto" else Path(resume)
+        if ckpt is not None:
+            start = load_checkpoint(acc, ckpt)["step"]
+            if acc.is_main_process and progress:
+                print(f"resumed from {ckpt} at step {start}")
+    if run_dir is not None and acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    history = _read_history(run_dir, start) if run_dir is not None and start > 0 else []
+
+    sampler = GlobalBatchSampler(len(dataset), o.global_batch, micro=micro, accum=accum, rank=acc.process_index,
+                                 world_size=acc.num_processes, seed=cfg.seed, start_step=start, total_steps=total)  # fmt: skip
+    nw = cfg.data.num_workers
+    loader = DataLoader(KeyedDataset(dataset), batch_sampler=sampler, collate_fn=collator, num_workers=nw,
+                        pin_memory=fused, persistent_workers=nw > 0, prefetch_factor=4 if nw > 0 else None)  # fmt: skip
+    batches = iter(loader)
+    end = total if stop_after is None else min(total, start + stop_after)
+    bar = tqdm(range(start, end), initial=start, total=total, disable=not (progress and acc.is_main_process),
+               desc=f"{cfg.method.name} {cfg.name}", dynamic_ncols=True)  # fmt: skip
+    writer = _CsvLog(run_dir / "metrics.csv", keep_until=start) if run_dir is not None and acc.is_main_process else None
+    method.train()
+    step = start
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            vals = sched.at(step)
+            set_optimizer_values(optimizer, vals["lr"], vals["wd"])
+            loss_sum = torch.zeros((), device=acc.device)
+            for a in range(accum):
+                batch = next(batches).to(acc.device, non_blocking=True)
+                sync = contextlib.nullcontext() if a == accum - 1 else acc.no_sync(method)
+                with sync:
+                    with acc.autocast():
+                        loss, _ = method(batch)
+                    acc.backward(loss / accum)
+                loss_sum += loss.detach().float()
+            if o.grad_clip:
+                acc.clip_grad_norm_(method.parameters(), o.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            core.update_target(vals["momentum"])
+            loss_val = acc.reduce(loss_sum / accum, reduction="mean").item()
+            if not math.isfinite(loss_val):
+                raise FloatingPointError(
+                    f"loss is {loss_val} at step {step}; stopping (the last checkpoint in {run_dir} is intact)"
+                )
+            dt = time.perf_counter() - t0
+            row = {"step": step, "loss": loss_val, **vals, "img_per_s": o.global_batch / dt, "time": dt}
+            history.append(row)
+            if acc.is_main_process:
+                if writer:
+                    writer.write(row)
+                bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{vals['lr']:.2e}", refresh=False)
+                if on_step is not None:
+                    on_step(step, core, row)
+            done = step + 1
+            if run_dir is not None and cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < total:
+                save_checkpoint(acc, run_dir, done, {"config": config_to_dict(cfg)}, cfg.keep_last)
+        step = end
+        if run_dir is not None:
+            save_checkpoint(acc, run_dir, step, {"config": config_to_dict(cfg)}, cfg.keep_last)
+    finally:
+        bar.close()
+        if writer:
+            writer.close()
+    return TrainResult(core, history, run_dir, step, init_encoder)
+
+
+class _CsvLog:
+    """Per-step metrics CSV; on resume, rows after the checkpoint's step are dropped (they will be redone)."""
+
+    FIELDS = ["step", "loss", "lr", "wd", "momentum", "img_per_s", "time"]
+
+    def __init__(self, path: Path, keep_until: int) -> None:
+        rows = _read_rows(path, keep_until)
+        self.file = open(path, "w", newline="")  # noqa: SIM115 - closed by close()
+        self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
+        self.writer.writeheader()
+        self.writer.writerows(rows)
+        self.file.flush()
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow({k: row[k] for k in self.FIELDS})
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _read_rows(path: Path, keep_until: int) -> list[dict]:
+    if keep_until <= 0 or not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if int(r["step"]) < keep_until]
+
+
+def _read_history(run_dir: Path, keep_until: int) -> list[dict]:
+    rows = _read_rows(run_dir / "metrics.csv", keep_until)
+    return [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in rows]

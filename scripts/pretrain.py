@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Pretrain I-JEPA (or MAE / the invariant baseline) with jepa_lite.train, then probe the encoder.
+
+    python scripts/pretrain.py                                   # fmnist_vit_tiny on CPU, ~10 minutes
+    python scripts/pretrain.py --method mae optim.epochs=2       # dotted overrides after the flags
+    accelerate launch --num_processes 8 scripts/pretrain.py --config in1k_vith14_ep300 data.root=/data/imagenet
+    python scripts/pretrain.py --config in1k_vith14_ep300 --dry-run --world-size 16
+
+Writes runs/<name>/: config.yaml, metrics.csv, checkpoints, encoder/target_encoder .safetensors + config.json,
+and results.json (linear probe, k-NN, 1% low-shot, RankMe of the trained encoder and, under "init", of the
+same encoder at initialisation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from jepa_lite.config import apply_overrides, config_to_dict, list_configs, load_config  # noqa: E402
+
+# What each method needs of the batch unless the user says otherwise: MAE masks 75% of patches at random.
+METHOD_PRESETS = {"ijepa": [], "invariant": [], "mae": ["mask.strategy=random", "mask.target_ratio=0.75"]}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="fmnist_vit_tiny", help=f"packaged name ({', '.join(list_configs())}) or YAML path")
+    p.add_argument("--method", choices=sorted(METHOD_PRESETS), help="override method.name")
+    p.add_argument("--data", help="dataset folder (same as data.root=...)")
+    p.add_argument("--out", default=None, help="runs folder (default: the config's out_dir, 'runs')")
+    p.add_argument("--name", default=None, help="run name (default: config name, plus the method if not ijepa)")
+    p.add_argument("--resume", default=None, help="'auto' (latest complete checkpoint of the run) or a checkpoint folder")
+    p.add_argument("--no-eval", action="store_true", help="skip the probes at the end")
+    p.add_argument("--pixels", action="store_true", help="also probe raw pixels (the no-learning baseline)")
+    p.add_argument("--dry-run", action="store_true", help="print the derived batch split and step counts, then exit")
+    p.add_argument("--world-size", type=int, default=None, help="world size for --dry-run (default: this launch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=5e-4 data.root=/datasets/imagenet")
+    return p.parse_args(argv)
+
+
+def resolve_config(args: argparse.Namespace):
+    cfg = load_config(args.config)
+    method = args.method or cfg.method.name
+    apply_overrides(cfg, [f"method.name={method}", *METHOD_PRESETS.get(method, [])])
+    if args.data:
+        cfg.data.root = args.data
+    apply_overrides(cfg, args.overrides)
+    if args.name:
+        cfg.name = args.name
+    elif method != "ijepa":
+        cfg.name = f"{cfg.name}-{method}"
+    if args.out:
+        cfg.out_dir = args.out
+    return cfg
+
+
+def dry_run(cfg, world_size: int) -> dict:
+    """Derived per-device batch, accumulation and step counts, without touching data or devices."""
+    from jepa_lite.data import dataset_info
+    from jepa_lite.train import split_global_batch
+
+    micro, accum = split_global_batch(cfg.optim.global_batch, world_size, cfg.optim.max_device_batch)
+    n = dataset_info(cfg.data.name).get("train_size") or 1_281_167
+    spe = n // cfg.optim.global_batch
+    total = max(1, round(cfg.optim.epochs * spe))
+    if cfg.optim.max_steps:
+        total = min(total, cfg.optim.max_steps)
+    info = dict(config=cfg.name, world_size=world_size, global_batch=cfg.optim.global_batch, per_device_batch=micro,
+                grad_accumulation=accum, train_images=n, steps_per_epoch=spe, total_steps=total,
+                warmup_steps=round(cfg.optim.warmup_epochs * spe))  # fmt: skip
+    for k, v in info.items():
+        print(f"{k:>18}: {v}")
+    return info
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    args = parse_args(argv)
+    cfg = resolve_config(args)
+    if args.dry_run:
+        return dry_run(cfg, args.world_size or int(os.environ.get("WORLD_SIZE", "1")))
+
+    from accelerate import Accelerator
+
+    from jepa_lite.checkpoint import export_weights
+    from jepa_lite.data import build_dataset
+    from jepa_lite.evaluate import evaluate_encoder, evaluate_features, pixel_features
+    from jepa_lite.train import _resolve_precision, train
+
+    acc = Accelerator(mixed_precision=_resolve_precision(cfg.mixed_precision))
+    run_dir = Path(cfg.out_dir) / cfg.name
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        print(f"run {cfg.name}: {cfg.method.name} on {cfg.data.name}, {acc.num_processes} process(es) on "
+              f"{acc.device}, precision {acc.mixed_precision}, writing {run_dir}")  # fmt: skip
+    t0 = time.perf_counter()
+    result = train(cfg, run_dir=run_dir, resume=args.resume, accelerator=acc, progress=not args.quiet)
+    train_s = time.perf_counter() - t0
+    acc.wait_for_everyone()
+    if not acc.is_main_process:
+        return None
+
+    meta = {"config": json.dumps(config_to_dict(cfg))}
+    export_weights(result.method.eval_encoder, run_dir / "target_encoder.safetensors", meta)
+    encoder = getattr(result.method, "context_encoder", result.method.eval_encoder)
+    export_weights(encoder, run_dir / "encoder.safetensors", meta)
+    (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
+    results = {"name": cfg.name, "method": cfg.method.name, "steps": result.step, "train_seconds": round(train_s, 1)}
+    if not args.no_eval:
+        t1 = time.perf_counter()
+        ev = cfg.eval
+        kw = dict(image_size=cfg.data.image_size, root=cfg.data.root)
+        train_set = build_dataset(cfg.data.name, train=True, limit=ev.train_limit, **kw)
+        test_set = build_dataset(cfg.data.name, train=False, limit=ev.test_limit, **kw)
+        probe = dict(per_class=ev.low_shot_per_class, batch_size=ev.batch_size, device=acc.device,
+                     progress=not args.quiet)  # fmt: skip
+        results.update(evaluate_encoder(result.method.eval_encoder, train_set, test_set, **probe))
+        if result.init_encoder is not None:
+            results["init"] = evaluate_encoder(result.init_encoder, train_set, test_set, **probe)
+        if args.pixels:
+            results["pixels"] = evaluate_features(*pixel_features(train_set), *pixel_features(test_set),
+                                                  per_class=ev.low_shot_per_class)  # fmt: skip
+        results["eval_seconds"] = round(time.perf_counter() - t1, 1)
+        print_results(results)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {run_dir / 'results.json'} ({train_s / 60:.1f} min of training)")
+    return results
+
+
+def print_results(results: dict) -> None:
+    keys = ["linear_probe", "knn", "low_shot", "rankme"]
+    rows = [("trained", results)] + [(k, results[k]) for k in ("init", "pixels") if k in results]
+    print(f"\n{'encoder':<10}" + "".join(f"{k:>14}" for k in keys))
+    for name, r in rows:
+        print(f"{name:<10}" + "".join(f"{r[k]:>14.2f}" for k in keys))
+
+
+if __name__ == "__main__":
+    main()

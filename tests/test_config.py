@@ -1,0 +1,62 @@
+import pytest
+
+from jepa_lite.config import Config, apply_overrides, config_to_dict, list_configs, load_config
+
+
+def test_every_packaged_config_loads_and_names_itself():
+    names = list_configs()
+    for required in ["fmnist_vit_tiny", "shapes_vit_tiny", "cifar10_vit_small", "in1k_vitb16_ep600",
+                     "in1k_vitl16_ep600", "in1k_vith14_ep300", "in1k_vith16_448_ep300"]:  # fmt: skip
+        assert required in names
+    for name in names:
+        assert load_config(name).name == name
+
+
+def test_default_config_is_fmnist_ijepa():
+    cfg = load_config()
+    assert cfg.name == "fmnist_vit_tiny" and cfg.method.name == "ijepa" and cfg.data.name == "fmnist"
+
+
+def test_vith14_config_is_exactly_the_papers_recipe():
+    d = config_to_dict(load_config("in1k_vith14_ep300"))
+    assert d["model"]["name"] == "vit_huge_patch14_224" and d["data"]["image_size"] == 224
+    assert d["model"]["predictor_depth"] == 12 and d["model"]["predictor_dim"] == 384
+    assert d["optim"] == {**d["optim"], "global_batch": 2048, "epochs": 300, "warmup_epochs": 40, "lr": 1e-3,
+                          "start_lr": 2e-4, "final_lr": 1e-6, "weight_decay": 0.04, "final_weight_decay": 0.4,
+                          "ema": [0.996, 1.0]}  # fmt: skip
+    assert d["mask"] == {**d["mask"], "strategy": "multiblock", "n_targets": 4, "target_scale": [0.15, 0.2],
+                         "target_aspect": [0.75, 1.5], "context_scale": [0.85, 1.0]}  # fmt: skip
+    assert d["data"]["crop_scale"] == [0.3, 1.0] and d["mixed_precision"] == "bf16"
+    assert d["method"]["loss"] == "smooth_l1"
+
+
+def test_dotted_overrides_are_typed():
+    cfg = apply_overrides(Config(), ["optim.lr=5e-4", "data.root=/datasets/imagenet", "mask.target_scale=[0.1,0.3]",
+                                     "optim.max_steps=7", "model.grad_checkpointing=true", "data.limit=null"])  # fmt: skip
+    assert cfg.optim.lr == 5e-4 and isinstance(cfg.optim.lr, float)  # YAML reads 5e-4 as a string
+    assert cfg.data.root == "/datasets/imagenet"
+    assert cfg.mask.target_scale == (0.1, 0.3)
+    assert cfg.optim.max_steps == 7 and cfg.model.grad_checkpointing is True and cfg.data.limit is None
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=1", r"unknown config key 'optim.lrr'; did you mean lr"),
+        ("nosuch.key=1", r"unknown config key 'nosuch.key'"),
+        ("optim.lr=fast", r"'optim.lr' expects float"),
+        ("optim.max_steps=2.5", r"'optim.max_steps' expects int"),
+        ("optim.lr", r"must look like section.key=value"),
+        ("optim=3", r"is a section"),
+        ("seed.x=1", r"is a value, not a section"),
+        ("mask.target_scale=[0.1]", r"expects tuple"),
+    ],
+)
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(Config(), [override])
+
+
+def test_unknown_config_name_lists_the_packaged_ones():
+    with pytest.raises(ValueError, match="fmnist_vit_tiny"):
+        load_config("imagenet_giant")

@@ -1,0 +1,110 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from jepa_lite.masks import Batch, sample_masks
+from jepa_lite.methods import MAE, IJEPA, Invariant, augment_views, ijepa_loss, info_nce
+from jepa_lite.models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, gather_tokens, patchify
+
+
+def encoder():
+    return ViTEncoder(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=4)
+
+
+def batch(b=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ctx, tgt = sample_masks(b, 4, target_scale=(0.1, 0.2), min_context=2, generator=g)
+    return Batch(torch.randn(b, 1, 16, 16, generator=g), ctx, tgt, torch.arange(b))
+
+
+def ijepa(**kw):
+    torch.manual_seed(0)
+    enc = encoder()
+    return IJEPA(enc, Predictor(enc.grid, 32, predictor_dim=16, depth=1, num_heads=2), **kw)
+
+
+def test_gradients_never_reach_the_target_encoder():
+    model = ijepa()
+    loss, logs = model(batch())
+    loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.target_encoder.parameters())
+    assert all(p.grad is not None for p in model.context_encoder.parameters())
+    assert all(p.grad is not None for p in model.predictor.parameters())
+    assert logs["loss"] == loss.detach()
+
+
+def test_ijepa_loss_is_distance_to_layer_normed_target_features():
+    model = ijepa()
+    b = batch()
+    with torch.no_grad():
+        loss, _ = model(b)
+        h = F.layer_norm(model.target_encoder(b.images), (32,))
+        target = torch.stack([gather_tokens(h, b.target_idx[:, m]) for m in range(b.target_idx.shape[1])], 1)
+        pred = model.predictor(model.context_encoder(b.images, b.context_idx), b.context_idx, b.target_idx)
+    torch.testing.assert_close(loss, F.smooth_l1_loss(pred, target))
+    # targets are normalised per token (non-affine layer norm)
+    t = model.targets(b.images, b.target_idx)
+    torch.testing.assert_close(t.mean(-1), torch.zeros(t.shape[:-1]), atol=1e-5, rtol=0)
+    assert ijepa(loss="l2")(b)[0] != loss
+    with pytest.raises(ValueError, match="loss 'l1'"):
+        ijepa_loss(pred, target, "l1")
+
+
+def test_ema_update_moves_the_target_towards_the_context_encoder():
+    model = ijepa()
+    with torch.no_grad():
+        for p in model.context_encoder.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.target_encoder.parameters()]
+    model.update_target(0.9)
+    for b, t, o in zip(before, model.target_encoder.parameters(), model.context_encoder.parameters()):
+        torch.testing.assert_close(t, 0.9 * b + 0.1 * o)
+
+
+def test_collapse_lab_target_modes():
+    b = batch()
+    online = ijepa(target_mode="online")
+    loss, _ = online(b)
+    loss.backward()
+    # without stop-gradient the target path also pushes gradients into the context encoder
+    stop = ijepa(target_mode="online_stopgrad")
+    loss_s, _ = stop(b)
+    loss_s.backward()
+    g_online = online.context_encoder.blocks[0].attn.qkv.weight.grad
+    g_stop = stop.context_encoder.blocks[0].attn.qkv.weight.grad
+    assert not torch.allclose(g_online, g_stop)
+    with pytest.raises(ValueError, match="target_mode"):
+        ijepa(target_mode="nope")
+
+
+def test_mae_loss_is_zero_for_a_perfect_reconstruction_and_ignores_visible_patches():
+    torch.manual_seed(0)
+    enc = encoder()
+    model = MAE(enc, PixelDecoder(enc.grid, 32, 4, 1, predictor_dim=16, depth=1, num_heads=2))
+    b = batch()
+    flat = b.target_idx.reshape(4, -1)
+    pix = gather_tokens(patchify(b.images, 4), flat)
+    pix = (pix - pix.mean(-1, keepdim=True)) / (pix.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+    model.decoder.forward = lambda z, c, t: pix  # an oracle decoder
+    loss, _ = model(b)
+    assert loss.item() < 1e-10
+    model.decoder.forward = lambda z, c, t: torch.zeros_like(pix)
+    assert model(b)[0].item() == pytest.approx(1.0, abs=1e-3)  # normalised pixels have unit variance
+
+
+def test_info_nce_prefers_matching_pairs():
+    z = F.normalize(torch.randn(8, 16), dim=-1)
+    assert info_nce(z, z, 0.1) < info_nce(z, z.roll(1, 0), 0.1)
+    assert info_nce(z, z, 0.1).item() < 0.5
+
+
+def test_invariant_trains_on_two_augmented_views():
+    torch.manual_seed(0)
+    enc = encoder()
+    model = Invariant(enc, ProjectionHead(32, 64, 16))
+    loss, _ = model(batch(8))
+    loss.backward()
+    assert loss.item() > 0 and enc.blocks[0].attn.qkv.weight.grad is not None
+    imgs = torch.randn(4, 1, 16, 16)
+    v = augment_views(imgs)
+    assert v.shape == imgs.shape and not torch.allclose(v, imgs)

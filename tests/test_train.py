@@ -1,0 +1,117 @@
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from jepa_lite.config import Config, apply_overrides
+from jepa_lite.train import GlobalBatchSampler, split_global_batch, total_steps_of, train
+
+
+class Blobs(Dataset):
+    """A tiny image set: 64 images of 16x16 with a class-dependent bright square."""
+
+    def __init__(self, n=64):
+        g = torch.Generator().manual_seed(0)
+        self.y = torch.arange(n) % 4
+        self.x = torch.randn(n, 1, 16, 16, generator=g) * 0.3
+        for i, c in enumerate(self.y.tolist()):
+            self.x[i, :, 4 * c : 4 * c + 4, 4:12] += 2.0
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def tiny_config(*overrides):
+    cfg = Config()
+    apply_overrides(cfg, [
+        "data.image_size=16", "model.patch_size=4", "model.embed_dim=32", "model.depth=2", "model.num_heads=4",
+        "model.predictor_dim=16", "model.predictor_depth=1", "model.predictor_heads=2", "optim.global_batch=16",
+        "optim.epochs=2", "optim.warmup_epochs=0.5", "mask.target_scale=[0.1,0.2]", "mask.min_context=2",
+        *overrides,
+    ])  # fmt: skip
+    return cfg
+
+
+def test_split_global_batch_keeps_the_global_batch():
+    assert split_global_batch(2048, 16, 128) == (128, 1)
+    assert split_global_batch(2048, 8, 128) == (128, 2)
+    assert split_global_batch(2048, 1, 128) == (128, 16)
+    assert split_global_batch(256, 1) == (256, 1)
+    assert split_global_batch(96, 2, 40) == (24, 2)  # largest divisor of 48 that fits
+    with pytest.raises(ValueError, match="not divisible by the world size 3"):
+        split_global_batch(256, 3)
+    with pytest.raises(ValueError, match="global_batch 0"):
+        split_global_batch(0, 1)
+
+
+def test_ranks_and_micro_batches_partition_each_global_batch():
+    def keys(world, accum, micro):
+        out = []
+        for rank in range(world):
+            s = GlobalBatchSampler(100, 12, micro=micro, accum=accum, rank=rank, world_size=world, seed=3, total_steps=20)
+            out += [k for mb in s for k in mb]
+        return sorted(out)
+
+    one = keys(1, 1, 12)
+    assert one == keys(2, 1, 6) == keys(2, 3, 2) == keys(4, 3, 1)
+    per_step = {}
+    for idx, step, slot, g in one:
+        per_step.setdefault(step, []).append((slot, idx))
+    assert sorted(per_step) == list(range(20))
+    for step, items in per_step.items():
+        assert sorted(s for s, _ in items) == list(range(12))
+        assert len({i for _, i in items}) == 12  # no image twice within a step
+    # an epoch (8 steps of 12 from 100 images) never repeats an image
+    epoch0 = [i for i, step, _, _ in one if step < 8]
+    assert len(set(epoch0)) == len(epoch0) == 96
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path):
+    data = Blobs()
+    cfg = tiny_config("ckpt_every=3")
+    full = train(cfg, dataset=data, run_dir=tmp_path / "full", progress=False)
+    assert full.step == 8 and len(full.history) == 8
+    part = train(cfg, dataset=data, run_dir=tmp_path / "cut", progress=False, stop_after=3)
+    assert part.step == 3 and (tmp_path / "cut" / "ckpt-00000003").is_dir()
+    rest = train(cfg, dataset=data, run_dir=tmp_path / "cut", progress=False, resume="auto")
+    assert [r["step"] for r in rest.history] == list(range(8))  # metrics.csv rows before the cut are kept
+    assert [r["loss"] for r in rest.history] == [r["loss"] for r in full.history]
+    for a, b in zip(full.method.state_dict().values(), rest.method.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_training_lowers_the_loss_and_moves_the_target_encoder():
+    data = Blobs()
+    cfg = tiny_config("optim.epochs=6", "optim.lr=2e-3", "optim.ema=[0.9,0.95]")
+    res = train(cfg, dataset=data, progress=False)
+    losses = [r["loss"] for r in res.history]
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
+    init, trained = res.init_encoder.state_dict(), res.method.target_encoder.state_dict()
+    assert not torch.equal(init["blocks.0.attn.qkv.weight"], trained["blocks.0.attn.qkv.weight"])
+    assert torch.equal(init["pos_embed"], trained["pos_embed"])  # fixed positions never move
+
+
+@pytest.mark.parametrize("method", ["mae", "invariant"])
+def test_other_methods_run_through_the_same_loop(method):
+    strategy = "random" if method == "mae" else "multiblock"
+    res = train(tiny_config(f"method.name={method}", f"mask.strategy={strategy}", "optim.max_steps=2"),
+                dataset=Blobs(), progress=False)  # fmt: skip
+    assert len(res.history) == 2 and all(r["loss"] > 0 for r in res.history)
+
+
+def test_schedule_length_follows_epochs_and_max_steps():
+    cfg = tiny_config()
+    assert total_steps_of(cfg, 64) == (4, 8, 2)
+    cfg.optim.max_steps = 5
+    assert total_steps_of(cfg, 64) == (4, 5, 2)
+    with pytest.raises(ValueError, match="smaller than optim.global_batch"):
+        total_steps_of(cfg, 10)
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+    data = Blobs()
+    data.x[:] = float("nan")
+    with pytest.raises(FloatingPointError, match="at step 0"):
+        train(tiny_config(), dataset=data, progress=False)
