@@ -2,4 +2,6 @@
 
 import os
 
-os.environ.setdefault("JEPA_QUICK", "1")  # read by jepa_lite.quick_mode(); kernels started by nbval inherit it
+os.environ.setdefault(
+    "JEPA_QUICK", "1"
+)  # read by jepa_lite.quick_mode(); kernels started by nbval inherit it

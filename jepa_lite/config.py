@@ -37,7 +37,10 @@ class DataConfig:
     name: str = "fmnist"  # fmnist | shapes | cifar10 | stl10 | imagefolder
     root: str | None = None  # dataset folder; None searches the usual places (see data.py)
     image_size: int = 32  # fmnist 28 px is padded to 32 -> 8x8 grid of 4-px patches
-    crop_scale: tuple[float, float] = (0.3, 1.0)  # RandomResizedCrop for image folders (the only augmentation)
+    crop_scale: tuple[float, float] = (
+        0.3,
+        1.0,
+    )  # RandomResizedCrop for image folders (the only augmentation)
     limit: int | None = None  # train on the first N images only
     num_workers: int = 0  # DataLoader worker processes (the mask collator runs inside them)
 
@@ -181,7 +184,9 @@ def _set_field(obj: Any, path: list[str], value: Any, full_key: str) -> None:
     if dataclasses.is_dataclass(current):
         if len(path) == 1:
             if not isinstance(value, dict):
-                raise ValueError(f"config key {full_key!r} is a section; set its fields, e.g. {full_key}.<key>=...")
+                raise ValueError(
+                    f"config key {full_key!r} is a section; set its fields, e.g. {full_key}.<key>=..."
+                )
             for k, v in value.items():
                 _set_field(current, [k], v, f"{full_key}.{k}")
         else:
@@ -218,7 +223,9 @@ def load_config(name_or_path: str | Path = "fmnist_vit_tiny", overrides: typing.
     if not path.suffix:
         path = CONFIG_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ValueError(f"config {str(name_or_path)!r} not found: not a file, and not one of {list_configs()}")
+        raise ValueError(
+            f"config {str(name_or_path)!r} not found: not a file, and not one of {list_configs()}"
+        )
     d = yaml.safe_load(path.read_text()) or {}
     if not isinstance(d, dict):
         raise ValueError(f"config file {path} must hold a mapping at top level")

@@ -105,7 +105,9 @@ class MAE(nn.Module):
         target_idx = batch.target_idx.reshape(b, -1)  # [B, K]
         pix = gather_tokens(patchify(batch.images, self.encoder.patch_size), target_idx)  # [B, K, p*p*C]
         if self.norm_pix:
-            pix = (pix - pix.mean(-1, keepdim=True)) / (pix.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
+            pix = (pix - pix.mean(-1, keepdim=True)) / (
+                pix.var(-1, keepdim=True, unbiased=False) + 1e-6
+            ).sqrt()
         latent = self.encoder(batch.images, batch.context_idx)
         pred = self.decoder(latent, batch.context_idx, target_idx)
         loss = F.mse_loss(pred, pix)
@@ -115,7 +117,9 @@ class MAE(nn.Module):
         """MAE has no target network."""
 
 
-def augment_views(images: Tensor, *, crop_scale: tuple[float, float] = (0.3, 1.0), jitter: float = 0.4) -> Tensor:
+def augment_views(
+    images: Tensor, *, crop_scale: tuple[float, float] = (0.3, 1.0), jitter: float = 0.4
+) -> Tensor:
     """One random view per image, batched on the images' device: random resized crop (aspect 3/4-4/3),
     horizontal flip, brightness/contrast jitter and a little noise. Uses the global RNG (saved on resume)."""
     b, _, h, w = images.shape
@@ -131,7 +135,9 @@ def augment_views(images: Tensor, *, crop_scale: tuple[float, float] = (0.3, 1.0
     theta[:, 0, 0], theta[:, 0, 2] = sx * flip, tx
     theta[:, 1, 1], theta[:, 1, 2] = sy, ty
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    out = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
+    out = F.grid_sample(
+        images, grid.to(images.dtype), mode="bilinear", padding_mode="reflection", align_corners=False
+    )
     contrast = 1 + (torch.rand(b, 1, 1, 1, device=dev) * 2 - 1) * jitter
     brightness = (torch.rand(b, 1, 1, 1, device=dev) * 2 - 1) * jitter
     mean = out.mean(dim=(1, 2, 3), keepdim=True)

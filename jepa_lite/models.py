@@ -35,7 +35,9 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int]) -> Tensor:
     h, w = grid
     quarter = dim // 4
     omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)  # [D/4]
-    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
     parts = []
     for coord in (rows.flatten(), cols.flatten()):
         angle = coord[:, None] * omega[None, :]  # [H*W, D/4]
@@ -136,7 +138,9 @@ class Predictor(nn.Module):
     ) -> None:
         super().__init__()
         if predictor_dim % num_heads != 0:
-            raise ValueError(f"predictor_dim {predictor_dim} must be divisible by predictor heads {num_heads}")
+            raise ValueError(
+                f"predictor_dim {predictor_dim} must be divisible by predictor heads {num_heads}"
+            )
         self.grid = tuple(grid)
         self.predictor_embed = nn.Linear(embed_dim, predictor_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, predictor_dim))
@@ -168,7 +172,9 @@ class PixelDecoder(Predictor):
     """MAE's decoder: the same narrow ViT, but all masked patches in one pass and pixels as output.
     Returns [B, K, patch_size**2 * C] for the flattened target indices [B, K]."""
 
-    def __init__(self, grid: tuple[int, int], embed_dim: int, patch_size: int, in_chans: int, **kwargs) -> None:
+    def __init__(
+        self, grid: tuple[int, int], embed_dim: int, patch_size: int, in_chans: int, **kwargs
+    ) -> None:
         super().__init__(grid, embed_dim, out_dim=patch_size * patch_size * in_chans, **kwargs)
 
     def forward(self, context_tokens: Tensor, context_idx: Tensor, target_idx: Tensor) -> Tensor:
@@ -182,7 +188,10 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 128) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)
+            nn.Linear(in_dim, hidden_dim),
+            nn.BatchNorm1d(hidden_dim),
+            nn.GELU(),
+            nn.Linear(hidden_dim, out_dim),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -217,4 +226,3 @@ def depth_rescale_(blocks: nn.ModuleList) -> None:
     for i, block in enumerate(blocks, start=1):
         block.attn.proj.weight.data.div_(math.sqrt(2.0 * i))
         block.mlp.fc2.weight.data.div_(math.sqrt(2.0 * i))
-

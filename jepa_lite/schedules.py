@@ -50,7 +50,12 @@ class Schedules:
 
     def at(self, step: int) -> dict[str, float]:
         lr = warmup_cosine(
-            step, self.total_steps, warmup=self.warmup_steps, start=self.start_lr, peak=self.lr, final=self.final_lr
+            step,
+            self.total_steps,
+            warmup=self.warmup_steps,
+            start=self.start_lr,
+            peak=self.lr,
+            final=self.final_lr,
         )
         wd = cosine(step, self.total_steps, start=self.weight_decay, end=self.final_weight_decay)
         m = momentum_at(step, self.total_steps, self.ema_start, self.ema_end)

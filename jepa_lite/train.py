@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, config_to_dict
 from .masks import MaskCollator, make_collator
-from .methods import MAE, IJEPA, Invariant
+from .methods import IJEPA, MAE, Invariant
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder
 from .schedules import Schedules, param_groups, set_optimizer_values
 
@@ -88,7 +88,9 @@ def build_collator(cfg: Config, grid: tuple[int, int]) -> MaskCollator:
     return make_collator(mk.strategy, grid, seed=cfg.seed, **kw)
 
 
-def split_global_batch(global_batch: int, world_size: int, max_device_batch: int | None = None) -> tuple[int, int]:
+def split_global_batch(
+    global_batch: int, world_size: int, max_device_batch: int | None = None
+) -> tuple[int, int]:
     """(per-device micro-batch, accumulation steps) so that micro * accum * world_size == global_batch."""
     if global_batch <= 0:
         raise ValueError(f"optim.global_batch {global_batch} must be positive")
@@ -175,7 +177,9 @@ def total_steps_of(cfg: Config, n_images: int) -> tuple[int, int, int]:
     """(steps per epoch, total optimizer steps, warm-up steps) of a config on a dataset of n images."""
     spe = n_images // cfg.optim.global_batch
     if spe == 0:
-        raise ValueError(f"dataset of {n_images} images is smaller than optim.global_batch {cfg.optim.global_batch}")
+        raise ValueError(
+            f"dataset of {n_images} images is smaller than optim.global_batch {cfg.optim.global_batch}"
+        )
     total = max(1, round(cfg.optim.epochs * spe))
     if cfg.optim.max_steps is not None:
         if cfg.optim.max_steps <= 0:
@@ -218,7 +222,9 @@ def train(
     micro, accum = split_global_batch(cfg.optim.global_batch, acc.num_processes, cfg.optim.max_device_batch)
     spe, total, warmup = total_steps_of(cfg, len(dataset))
     o = cfg.optim
-    sched = Schedules(total, warmup, o.lr, o.start_lr, o.final_lr, o.weight_decay, o.final_weight_decay, *o.ema)
+    sched = Schedules(
+        total, warmup, o.lr, o.start_lr, o.final_lr, o.weight_decay, o.final_weight_decay, *o.ema
+    )
     fused = acc.device.type == "cuda"
     optimizer = torch.optim.AdamW(param_groups(method), lr=o.lr, betas=o.betas, fused=fused)
     if cfg.compile:
@@ -247,7 +253,11 @@ def train(
     end = total if stop_after is None else min(total, start + stop_after)
     bar = tqdm(range(start, end), initial=start, total=total, disable=not (progress and acc.is_main_process),
                desc=f"{cfg.method.name} {cfg.name}", dynamic_ncols=True)  # fmt: skip
-    writer = _CsvLog(run_dir / "metrics.csv", keep_until=start) if run_dir is not None and acc.is_main_process else None
+    writer = (
+        _CsvLog(run_dir / "metrics.csv", keep_until=start)
+        if run_dir is not None and acc.is_main_process
+        else None
+    )
     method.train()
     step = start
     try:

@@ -32,18 +32,32 @@ METHOD_PRESETS = {"ijepa": [], "invariant": [], "mae": ["mask.strategy=random", 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="fmnist_vit_tiny", help=f"packaged name ({', '.join(list_configs())}) or YAML path")
+    p.add_argument(
+        "--config",
+        default="fmnist_vit_tiny",
+        help=f"packaged name ({', '.join(list_configs())}) or YAML path",
+    )
     p.add_argument("--method", choices=sorted(METHOD_PRESETS), help="override method.name")
     p.add_argument("--data", help="dataset folder (same as data.root=...)")
     p.add_argument("--out", default=None, help="runs folder (default: the config's out_dir, 'runs')")
-    p.add_argument("--name", default=None, help="run name (default: config name, plus the method if not ijepa)")
-    p.add_argument("--resume", default=None, help="'auto' (latest complete checkpoint of the run) or a checkpoint folder")
+    p.add_argument(
+        "--name", default=None, help="run name (default: config name, plus the method if not ijepa)"
+    )
+    p.add_argument(
+        "--resume", default=None, help="'auto' (latest complete checkpoint of the run) or a checkpoint folder"
+    )
     p.add_argument("--no-eval", action="store_true", help="skip the probes at the end")
     p.add_argument("--pixels", action="store_true", help="also probe raw pixels (the no-learning baseline)")
-    p.add_argument("--dry-run", action="store_true", help="print the derived batch split and step counts, then exit")
-    p.add_argument("--world-size", type=int, default=None, help="world size for --dry-run (default: this launch's)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the derived batch split and step counts, then exit"
+    )
+    p.add_argument(
+        "--world-size", type=int, default=None, help="world size for --dry-run (default: this launch's)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=5e-4 data.root=/datasets/imagenet")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. optim.lr=5e-4 data.root=/datasets/imagenet"
+    )
     return p.parse_args(argv)
 
 
@@ -114,7 +128,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     encoder = getattr(result.method, "context_encoder", result.method.eval_encoder)
     export_weights(encoder, run_dir / "encoder.safetensors", meta)
     (run_dir / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
-    results = {"name": cfg.name, "method": cfg.method.name, "steps": result.step, "train_seconds": round(train_s, 1)}
+    results = {
+        "name": cfg.name,
+        "method": cfg.method.name,
+        "steps": result.step,
+        "train_seconds": round(train_s, 1),
+    }
     if not args.no_eval:
         t1 = time.perf_counter()
         ev = cfg.eval

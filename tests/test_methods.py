@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from jepa_lite.masks import Batch, sample_masks
-from jepa_lite.methods import MAE, IJEPA, Invariant, augment_views, ijepa_loss, info_nce
+from jepa_lite.methods import IJEPA, MAE, Invariant, augment_views, ijepa_loss, info_nce
 from jepa_lite.models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, gather_tokens, patchify
 
 

@@ -50,14 +50,16 @@ def test_ranks_and_micro_batches_partition_each_global_batch():
     def keys(world, accum, micro):
         out = []
         for rank in range(world):
-            s = GlobalBatchSampler(100, 12, micro=micro, accum=accum, rank=rank, world_size=world, seed=3, total_steps=20)
+            s = GlobalBatchSampler(
+                100, 12, micro=micro, accum=accum, rank=rank, world_size=world, seed=3, total_steps=20
+            )
             out += [k for mb in s for k in mb]
         return sorted(out)
 
     one = keys(1, 1, 12)
     assert one == keys(2, 1, 6) == keys(2, 3, 2) == keys(4, 3, 1)
     per_step = {}
-    for idx, step, slot, g in one:
+    for idx, step, slot, _g in one:
         per_step.setdefault(step, []).append((slot, idx))
     assert sorted(per_step) == list(range(20))
     for step, items in per_step.items():

@@ -1,0 +1,380 @@
+"""Frozen-feature evaluation: linear probe, k-NN, low-shot probe, RankMe.
+
+Following the I-JEPA paper (appendix A.1), an encoder is evaluated on frozen features average-pooled over
+its patch tokens. Every metric here is a pure function of feature tensors `[N, D]` and labels `[N]`, so the
+same code scores a pretrained encoder, a random one, or the raw-pixel baseline (`pixel_features`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+# L2 strengths tried by `linear_probe` (penalty `wd/2 * ||W||^2` added to the mean cross-entropy), the size
+# of the seeded hold-out split used to choose among them, and that split's seed.
+WEIGHT_DECAYS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
+VAL_FRACTION = 0.2  # share of the training features held out for validation ...
+MAX_VAL = 10_000  # ... at most this many
+MAX_SELECT_FIT = 5_000  # the selection probes are fit on at most this many of the remaining features
+SPLIT_SEED = 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# input checks
+
+
+def _check_xy(x: Tensor, y: Tensor, x_name: str, y_name: str) -> None:
+    if not isinstance(x, Tensor) or x.ndim != 2:
+        raise ValueError(f"{x_name} must be a 2-D feature tensor [N, D], got {_describe(x)}")
+    if not isinstance(y, Tensor) or y.ndim != 1:
+        raise ValueError(f"{y_name} must be a 1-D label tensor [N], got {_describe(y)}")
+    if len(x) != len(y):
+        raise ValueError(f"{x_name} has {len(x)} rows but {y_name} has {len(y)} labels; they must match")
+    if len(x) == 0:
+        raise ValueError(f"{x_name} is empty; need at least one sample")
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.min() < 0:
+        raise ValueError(f"{y_name} must hold non-negative integer class labels, got dtype {y.dtype}")
+
+
+def _check_probe_inputs(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor) -> int:
+    """Validate a train/test pair of (features, labels); return the number of classes."""
+    _check_xy(train_x, train_y, "train_x", "train_y")
+    _check_xy(test_x, test_y, "test_x", "test_y")
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(
+            f"train_x has {train_x.shape[1]} feature dims but test_x has {test_x.shape[1]}; they must match"
+        )
+    return int(max(train_y.max(), test_y.max())) + 1
+
+
+def _describe(t: object) -> str:
+    return f"shape {tuple(t.shape)}" if isinstance(t, Tensor) else f"type {type(t).__name__}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# feature extraction
+
+
+@torch.inference_mode()
+def _encode(encoder: nn.Module, images: Tensor) -> Tensor:
+    out = encoder(images)
+    if out.ndim == 3:  # tokens [B, N, D] -> average pool over the patch tokens
+        return out.mean(dim=1)
+    if out.ndim == 2:  # already pooled [B, D]
+        return out
+    raise ValueError(f"encoder must return tokens [B, N, D] or features [B, D], got shape {tuple(out.shape)}")
+
+
+def extract_features(
+    encoder: nn.Module,
+    dataset: Dataset | DataLoader,
+    *,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    num_workers: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Frozen features of a dataset: the encoder's tokens `[B, N, D]` average-pooled to `[N, D]` float32.
+
+    `dataset` may be a Dataset of `(image, label, ...)` or a DataLoader yielding such tuples or `Batch`
+    objects. Runs in eval mode under `torch.inference_mode()` and restores the encoder's training flag.
+    Returns `(feats [N, D] float32 on CPU, labels [N] long)`.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if device is None:
+        param = next(encoder.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    if isinstance(dataset, DataLoader):
+        loader: Iterable = dataset
+    else:
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc="features", leave=False)
+
+    was_training = encoder.training
+    encoder.eval()
+    feats, labels = [], []
+    try:
+        for batch in loader:
+            if hasattr(batch, "images"):  # a masks.Batch
+                images, y = batch.images, batch.labels
+            else:
+                images, y = batch[0], batch[1]
+            if y is None:
+                raise ValueError("extract_features needs labels, but a batch came without them")
+            feats.append(_encode(encoder, images.to(device, non_blocking=True)).float().cpu())
+            labels.append(torch.as_tensor(y).long().cpu())
+    finally:
+        encoder.train(was_training)
+    if not feats:
+        raise ValueError("dataset is empty; nothing to extract")
+    return torch.cat(feats), torch.cat(labels)
+
+
+def pixel_features(dataset: Dataset, *, batch_size: int = 2048) -> tuple[Tensor, Tensor]:
+    """Raw-pixel baseline features: each image flattened to `[N, C*H*W]` float32, with labels `[N]` long."""
+    tensors = getattr(dataset, "tensors", None)
+    if callable(tensors):  # fast path offered by jepa_lite.data datasets
+        images, labels = tensors()
+    else:
+        images_list, labels_list = [], []
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            images_list.append(batch[0])
+            labels_list.append(torch.as_tensor(batch[1]))
+        if not images_list:
+            raise ValueError("dataset is empty; no pixel features")
+        images, labels = torch.cat(images_list), torch.cat(labels_list)
+    return images.reshape(len(images), -1).float(), labels.long()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# linear probe
+
+
+def _standardise(train_x: Tensor, *others: Tensor) -> list[Tensor]:
+    """Zero mean, unit std per dim using train statistics; constant dims (std ~ 0) are only centred."""
+    train_x = train_x.float()
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0)
+    std = torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))
+    return [(t.to(train_x.device).float() - mean) / std for t in (train_x, *others)]
+
+
+def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int) -> nn.Linear:
+    """Multinomial logistic regression: mean cross-entropy + wd/2 * ||W||^2, full-batch L-BFGS from zero."""
+    with torch.inference_mode(False), torch.enable_grad():  # works even where the caller disabled autograd
+        if x.is_inference():  # tensors made under inference_mode cannot be saved for backward
+            x, y = x.clone(), y.clone()
+        model = nn.Linear(x.shape[1], num_classes, device=x.device)
+        nn.init.zeros_(model.weight)
+        nn.init.zeros_(model.bias)
+        opt = torch.optim.LBFGS(
+            model.parameters(),
+            lr=1.0,
+            max_iter=max_iter,
+            history_size=10,
+            tolerance_grad=1e-6,
+            tolerance_change=1e-9,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y) + 0.5 * weight_decay * model.weight.square().sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+    return model
+
+
+@torch.no_grad()
+def _accuracy(model: nn.Linear, x: Tensor, y: Tensor) -> float:
+    return 100.0 * (model(x).argmax(dim=1) == y).float().mean().item()
+
+
+def select_weight_decay(
+    x: Tensor, y: Tensor, num_classes: int, decays: Sequence[float], *, max_iter: int = 100
+) -> float:
+    """Choose the L2 strength for a probe on all of `x` [N, D] (standardised) by a seeded hold-out split.
+
+    Holds out min(20%, 10k) samples, fits one probe per wd on at most 5k of the rest, and keeps the most
+    accurate (ties: the larger wd). The winner is rescaled by n_fit / N for the fit on all N samples, keeping
+    the summed-loss penalty N * wd fixed (the prior does not grow with data); a subset fit stays cheap.
+    """
+    n = len(x)
+    n_val = min(int(n * VAL_FRACTION), MAX_VAL)
+    n_fit = min(n - n_val, MAX_SELECT_FIT)
+    if len(decays) == 1 or n_val < 1 or n_fit < 1:
+        return float(decays[0])
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).to(x.device)
+    val, fit = perm[:n_val], perm[n_val : n_val + n_fit]
+    x_fit, y_fit, x_val, y_val = x[fit], y[fit], x[val], y[val]
+    scores = []
+    for wd in decays:
+        model = _fit_logreg(x_fit, y_fit, num_classes, wd, max_iter)
+        scores.append((_accuracy(model, x_val, y_val), wd))
+    return max(scores)[1] * n_fit / n
+
+
+def linear_probe(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    weight_decay: float | Sequence[float] = WEIGHT_DECAYS,
+    max_iter: int = 100,
+) -> float:
+    """Test accuracy (%) of a multinomial logistic-regression probe on standardised frozen features.
+
+    Features are standardised with the train mean/std; the probe (zero init, full-batch L-BFGS with a
+    strong-Wolfe line search, loss = mean cross-entropy + wd/2 * ||W||^2) is fit on all training features.
+    A float `weight_decay` is used as is; a sequence is searched by `select_weight_decay` (seeded hold-out
+    split). Deterministic for fixed inputs.
+    """
+    num_classes = _check_probe_inputs(train_x, train_y, test_x, test_y)
+    decays = (
+        [float(weight_decay)] if isinstance(weight_decay, (int, float)) else [float(w) for w in weight_decay]
+    )
+    if not decays or any(not math.isfinite(w) or w < 0 for w in decays):
+        raise ValueError(
+            f"weight_decay must be a float >= 0 or a non-empty sequence of them, got {weight_decay}"
+        )
+    if max_iter <= 0:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    train_x, test_x = _standardise(train_x, test_x)
+    train_y, test_y = train_y.to(train_x.device).long(), test_y.to(train_x.device).long()
+    wd = select_weight_decay(train_x, train_y, num_classes, decays, max_iter=max_iter)
+    model = _fit_logreg(train_x, train_y, num_classes, wd, max_iter)
+    return _accuracy(model, test_x, test_y)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# k-NN and low-shot
+
+
+@torch.no_grad()
+def knn_accuracy(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    batch_size: int = 1024,
+) -> float:
+    """Weighted k-NN test accuracy (%): cosine similarity, each of the k neighbours votes exp(sim / T)."""
+    num_classes = _check_probe_inputs(train_x, train_y, test_x, test_y)
+    if not 1 <= k <= len(train_x):
+        raise ValueError(f"k must lie in [1, {len(train_x)}] (the number of training samples), got {k}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    train = F.normalize(train_x.float(), dim=1)
+    test = F.normalize(test_x.float(), dim=1).to(train.device)
+    train_y, test_y = train_y.to(train.device).long(), test_y.to(train.device).long()
+    correct = 0
+    for start in range(0, len(test), batch_size):
+        sim = test[start : start + batch_size] @ train.T  # [b, N_train]
+        top_sim, top_idx = sim.topk(k, dim=1)  # [b, k]
+        votes = torch.zeros(len(sim), num_classes, device=sim.device)
+        votes.scatter_add_(1, train_y[top_idx], (top_sim / temperature).exp())
+        correct += (votes.argmax(dim=1) == test_y[start : start + batch_size]).sum().item()
+    return 100.0 * correct / len(test)
+
+
+def low_shot_indices(labels: Tensor, per_class: int, *, seed: int = 0) -> Tensor:
+    """Indices (sorted, long) of `per_class` samples drawn at random from every class present in `labels`."""
+    if not isinstance(labels, Tensor) or labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D label tensor [N], got {_describe(labels)}")
+    if per_class <= 0:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    labels = labels.cpu()
+    classes, counts = labels.unique(return_counts=True)
+    if len(classes) == 0:
+        raise ValueError("labels is empty; no samples to choose from")
+    if counts.min() < per_class:
+        c = classes[counts.argmin()].item()
+        raise ValueError(
+            f"per_class={per_class} is larger than the {counts.min().item()} samples of class {c}; "
+            f"use per_class <= {counts.min().item()}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in classes:
+        idx = (labels == c).nonzero().squeeze(1)
+        picked.append(idx[torch.randperm(len(idx), generator=gen)[:per_class]])
+    return torch.cat(picked).sort().values
+
+
+def low_shot_probe(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    per_class: int = 60,
+    seed: int = 0,
+    **probe_kwargs,
+) -> float:
+    """Linear-probe test accuracy (%) using only `per_class` labelled training samples per class."""
+    _check_probe_inputs(train_x, train_y, test_x, test_y)
+    idx = low_shot_indices(train_y, per_class, seed=seed).to(train_x.device)
+    return linear_probe(train_x[idx], train_y[idx], test_x, test_y, **probe_kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# representation statistics
+
+
+@torch.no_grad()
+def rankme(feats: Tensor, eps: float = 1e-7) -> float:
+    """RankMe effective rank (Garrido et al. 2023): exp(entropy of the L1-normalised singular values + eps).
+
+    Ranges from 1 (rank-1 features) to min(N, D) (all singular values equal). feats: `[N, D]`.
+    """
+    if not isinstance(feats, Tensor) or feats.ndim != 2 or min(feats.shape) == 0:
+        raise ValueError(f"feats must be a non-empty 2-D tensor [N, D], got {_describe(feats)}")
+    s = torch.linalg.svdvals(feats.double())
+    p = s / s.sum().clamp_min(torch.finfo(torch.float64).tiny) + eps
+    return math.exp(-(p * p.log()).sum().item())
+
+
+@torch.no_grad()
+def feature_std(feats: Tensor) -> float:
+    """Mean over dims of the per-dim std of L2-normalised features: ~0 when collapsed, ~1/sqrt(D) if spread."""
+    if not isinstance(feats, Tensor) or feats.ndim != 2 or len(feats) < 2:
+        raise ValueError(f"feats must be a 2-D tensor [N, D] with N >= 2, got {_describe(feats)}")
+    return F.normalize(feats.float(), dim=1).std(dim=0).mean().item()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# all together
+
+
+def evaluate_features(
+    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, per_class: int = 60
+) -> dict[str, float]:
+    """All frozen-feature metrics: keys `linear_probe`, `knn`, `low_shot` (accuracies in %) and `rankme`
+    (of the test features)."""
+    _check_probe_inputs(train_x, train_y, test_x, test_y)
+    return {
+        "linear_probe": linear_probe(train_x, train_y, test_x, test_y),
+        "knn": knn_accuracy(train_x, train_y, test_x, test_y),
+        "low_shot": low_shot_probe(train_x, train_y, test_x, test_y, per_class=per_class),
+        "rankme": rankme(test_x),
+    }
+
+
+def evaluate_encoder(
+    encoder: nn.Module,
+    train_set: Dataset | DataLoader,
+    test_set: Dataset | DataLoader,
+    *,
+    per_class: int = 60,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Extract frozen pooled features of both sets with `encoder` and return `evaluate_features` of them."""
+    kwargs = dict(batch_size=batch_size, device=device, progress=progress)
+    train_x, train_y = extract_features(encoder, train_set, **kwargs)
+    test_x, test_y = extract_features(encoder, test_set, **kwargs)
+    return evaluate_features(train_x, train_y, test_x, test_y, per_class=per_class)

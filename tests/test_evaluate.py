@@ -1,0 +1,308 @@
+"""Tests for jepa_lite.evaluate: probes score ~100% on separable data and ~chance on random labels."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from jepa_lite.evaluate import (
+    WEIGHT_DECAYS,
+    evaluate_encoder,
+    evaluate_features,
+    extract_features,
+    feature_std,
+    knn_accuracy,
+    linear_probe,
+    low_shot_indices,
+    low_shot_probe,
+    pixel_features,
+    rankme,
+    select_weight_decay,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These problems are tiny; one thread avoids OpenMP contention on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def blobs(n_per_class: int, *, classes: int = 4, dim: int = 16, sep: float = 10.0, seed: int = 0):
+    """Gaussian blobs (unit std) centred at sep * e_c: linearly separable with a wide margin."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    centres = sep * torch.eye(classes, dim)
+    x = centres[y] + torch.randn(len(y), dim, generator=gen)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def separable():
+    train_x, train_y = blobs(100, seed=0)
+    test_x, test_y = blobs(50, seed=1)
+    return train_x, train_y, test_x, test_y
+
+
+@pytest.fixture(scope="module")
+def random_labels():
+    gen = torch.Generator().manual_seed(0)
+    train_x, test_x = torch.randn(400, 16, generator=gen), torch.randn(2000, 16, generator=gen)
+    train_y, test_y = torch.randint(0, 4, (400,), generator=gen), torch.randint(0, 4, (2000,), generator=gen)
+    return train_x, train_y, test_x, test_y
+
+
+# ---------------------------------------------------------------------------------------------------------
+# accuracy on separable data and on random labels
+
+
+def test_linear_probe_separates_blobs(separable):
+    assert linear_probe(*separable) >= 99.0
+
+
+def test_knn_separates_blobs(separable):
+    assert knn_accuracy(*separable) >= 99.0
+
+
+def test_low_shot_separates_blobs(separable):
+    assert low_shot_probe(*separable, per_class=5) >= 97.0
+
+
+def test_probes_are_at_chance_on_random_labels(random_labels):
+    # 4 classes -> 25%; with 2000 test samples the std of a chance score is ~1 point.
+    for acc in (
+        linear_probe(*random_labels),
+        knn_accuracy(*random_labels),
+        low_shot_probe(*random_labels, per_class=20),
+    ):
+        assert abs(acc - 25.0) < 6.0, acc
+
+
+def test_linear_probe_is_invariant_to_feature_scale(separable):
+    # Standardisation uses train statistics: rescaling and shifting every dim changes nothing.
+    train_x, train_y, test_x, test_y = separable
+    scale, shift = torch.logspace(-3, 3, 16), torch.linspace(-50, 50, 16)
+    acc = linear_probe(train_x * scale + shift, train_y, test_x * scale + shift, test_y)
+    assert acc >= 99.0
+
+
+def test_linear_probe_works_under_inference_mode(separable):
+    with torch.inference_mode():
+        assert linear_probe(*separable) >= 99.0
+
+
+def test_select_weight_decay_returns_a_rescaled_grid_value(separable):
+    train_x, train_y, _, _ = separable
+    wd = select_weight_decay(train_x, train_y, 4, WEIGHT_DECAYS)
+    # 400 samples: 80 held out, the candidates fit on the other 320, winner rescaled by 320 / 400.
+    assert any(math.isclose(wd, w * 320 / 400) for w in WEIGHT_DECAYS)
+    assert select_weight_decay(train_x, train_y, 4, [0.5]) == 0.5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# determinism
+
+
+def test_probes_are_deterministic(separable, random_labels):
+    for data in (separable, random_labels):
+        assert linear_probe(*data) == linear_probe(*data)
+        assert knn_accuracy(*data) == knn_accuracy(*data)
+        assert low_shot_probe(*data, per_class=10, seed=3) == low_shot_probe(*data, per_class=10, seed=3)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# k-NN specifics
+
+
+def test_knn_with_k1_is_nearest_neighbour_by_cosine():
+    gen = torch.Generator().manual_seed(0)
+    train_x, test_x = torch.randn(200, 8, generator=gen), torch.randn(300, 8, generator=gen)
+    train_y, test_y = torch.randint(0, 5, (200,), generator=gen), torch.randint(0, 5, (300,), generator=gen)
+    sim = nn.functional.normalize(test_x, dim=1) @ nn.functional.normalize(train_x, dim=1).T
+    expected = 100.0 * (train_y[sim.argmax(dim=1)] == test_y).float().mean().item()
+    # Magnitudes must not matter (cosine), nor the test batch size.
+    got = knn_accuracy(train_x * 7.0, train_y, test_x, test_y, k=1, batch_size=7)
+    assert got == pytest.approx(expected)
+
+
+def test_knn_vote_is_weighted_by_similarity():
+    # Query e1; one class-0 neighbour at cosine 1.0, two class-1 neighbours at cosine 0.9.
+    a = math.sqrt(1 - 0.9**2)
+    train_x = torch.tensor([[1.0, 0.0, 0.0], [0.9, a, 0.0], [0.9, 0.0, a]])
+    train_y = torch.tensor([0, 1, 1])
+    test_x, test_y = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([0])
+    # T = 0.07: exp(1/T) > 2 exp(0.9/T), the close neighbour wins; T huge: plain majority, class 1 wins.
+    assert knn_accuracy(train_x, train_y, test_x, test_y, k=3, temperature=0.07) == 100.0
+    assert knn_accuracy(train_x, train_y, test_x, test_y, k=3, temperature=1e6) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# low-shot indices
+
+
+def test_low_shot_indices_picks_exactly_n_per_class():
+    labels = torch.randint(0, 10, (5000,), generator=torch.Generator().manual_seed(0))
+    idx = low_shot_indices(labels, 7, seed=1)
+    assert idx.dtype == torch.long and len(idx) == 70
+    assert len(idx.unique()) == 70 and torch.equal(idx, idx.sort().values)
+    assert torch.equal(torch.bincount(labels[idx], minlength=10), torch.full((10,), 7))
+
+
+def test_low_shot_indices_is_seeded():
+    labels = torch.arange(10).repeat(100)
+    assert torch.equal(low_shot_indices(labels, 5, seed=0), low_shot_indices(labels, 5, seed=0))
+    assert not torch.equal(low_shot_indices(labels, 5, seed=0), low_shot_indices(labels, 5, seed=1))
+
+
+def test_low_shot_indices_all_samples_when_per_class_is_the_class_size():
+    labels = torch.tensor([0, 1, 0, 1, 2, 2])
+    assert torch.equal(low_shot_indices(labels, 2), torch.arange(6))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RankMe and feature std
+
+
+def test_rankme_of_isotropic_gaussian_is_close_to_dim():
+    feats = torch.randn(4000, 32, generator=torch.Generator().manual_seed(0))
+    assert 31.0 < rankme(feats) <= 32.0
+
+
+def test_rankme_of_rank_one_features_is_close_to_one():
+    gen = torch.Generator().manual_seed(0)
+    feats = torch.randn(500, 1, generator=gen) * torch.randn(1, 64, generator=gen)
+    assert 1.0 <= rankme(feats) < 1.01
+
+
+def test_rankme_counts_the_used_dimensions():
+    feats = torch.zeros(2000, 64)
+    feats[:, :8] = torch.randn(2000, 8, generator=torch.Generator().manual_seed(0))
+    assert 7.5 < rankme(feats) < 8.01
+
+
+def test_rankme_uses_l1_normalised_singular_values():
+    # Singular values (2, 1, 1) -> p = (1/2, 1/4, 1/4), entropy 1.5 ln 2, effective rank 2 ** 1.5.
+    rotation = torch.linalg.qr(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)))[0]
+    feats = rotation @ torch.diag(torch.tensor([2.0, 1.0, 1.0]))
+    assert rankme(feats) == pytest.approx(2**1.5, rel=1e-5)
+
+
+def test_feature_std_detects_collapse():
+    gen = torch.Generator().manual_seed(0)
+    collapsed = torch.randn(1, 64, generator=gen).expand(1000, 64) + 1e-6 * torch.randn(
+        1000, 64, generator=gen
+    )
+    assert feature_std(collapsed) < 1e-4
+    assert feature_std(torch.randn(1000, 64, generator=gen)) == pytest.approx(1 / 8, rel=0.05)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# feature extraction
+
+
+class TokenEncoder(nn.Module):
+    """Fake encoder: tokens [B, H*W, C] are the pixels; pooled features are per-channel image means."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.modes = []
+
+    def forward(self, images):
+        self.modes.append((self.training, torch.is_inference_mode_enabled()))
+        return self.scale * images.flatten(2).transpose(1, 2)
+
+
+def image_set(n=37, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 3, 4, 4, generator=gen), torch.randint(0, 3, (n,), generator=gen))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_extract_features_mean_pools_tokens_and_restores_mode(training):
+    dataset, encoder = image_set(), TokenEncoder()
+    encoder.train(training)
+    feats, labels = extract_features(encoder, dataset, batch_size=8, progress=False)
+    assert feats.dtype == torch.float32 and feats.shape == (37, 3)
+    torch.testing.assert_close(feats, dataset.tensors[0].mean(dim=(2, 3)))
+    assert torch.equal(labels, dataset.tensors[1])
+    assert encoder.training is training
+    assert len(encoder.modes) == 5 and all(mode == (False, True) for mode in encoder.modes)
+
+
+def test_extract_features_accepts_a_dataloader_and_restores_mode_on_error():
+    dataset, encoder = image_set(), TokenEncoder()
+    feats, _ = extract_features(encoder, DataLoader(dataset, batch_size=10), progress=False)
+    torch.testing.assert_close(feats, dataset.tensors[0].mean(dim=(2, 3)))
+
+    class Broken(TokenEncoder):
+        def forward(self, images):
+            raise RuntimeError("boom")
+
+    broken = Broken().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        extract_features(broken, dataset, progress=False)
+    assert broken.training
+
+
+def test_pixel_features_flattens_images():
+    dataset = image_set()
+    x, y = pixel_features(dataset)
+    assert x.shape == (37, 48) and x.dtype == torch.float32 and y.dtype == torch.long
+    torch.testing.assert_close(x, dataset.tensors[0].reshape(37, -1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# evaluate_features / evaluate_encoder
+
+
+def test_evaluate_features_reports_every_metric(separable):
+    out = evaluate_features(*separable, per_class=5)
+    assert set(out) == {"linear_probe", "knn", "low_shot", "rankme"}
+    assert out["linear_probe"] >= 99 and out["knn"] >= 99 and out["low_shot"] >= 97
+    assert 1.0 <= out["rankme"] <= 16.0
+
+
+def test_evaluate_encoder_matches_evaluate_features():
+    train, test, encoder = image_set(60, seed=0), image_set(30, seed=1), TokenEncoder()
+    out = evaluate_encoder(encoder, train, test, per_class=5, batch_size=16, progress=False)
+    train_x, train_y = train.tensors[0].mean(dim=(2, 3)), train.tensors[1]
+    test_x, test_y = test.tensors[0].mean(dim=(2, 3)), test.tensors[1]
+    assert out == pytest.approx(evaluate_features(train_x, train_y, test_x, test_y, per_class=5))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_bad_inputs_raise_value_error_naming_the_parameter(separable):
+    train_x, train_y, test_x, test_y = separable
+    with pytest.raises(ValueError, match="train_y"):
+        linear_probe(train_x, train_y[:-1], test_x, test_y)
+    with pytest.raises(ValueError, match="test_y"):
+        knn_accuracy(train_x, train_y, test_x, test_y[:-1])
+    with pytest.raises(ValueError, match="test_x"):
+        linear_probe(train_x, train_y, test_x[:, :8], test_y)
+    with pytest.raises(ValueError, match="train_x"):
+        linear_probe(train_x[0], train_y, test_x, test_y)
+    with pytest.raises(ValueError, match="per_class"):
+        low_shot_probe(train_x, train_y, test_x, test_y, per_class=101)
+    with pytest.raises(ValueError, match="per_class"):
+        low_shot_indices(train_y, 0)
+    for k in (0, -3, 401):
+        with pytest.raises(ValueError, match="k must"):
+            knn_accuracy(train_x, train_y, test_x, test_y, k=k)
+    with pytest.raises(ValueError, match="temperature"):
+        knn_accuracy(train_x, train_y, test_x, test_y, temperature=0.0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        linear_probe(train_x, train_y, test_x, test_y, weight_decay=-1.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        linear_probe(train_x, train_y, test_x, test_y, max_iter=0)
+    with pytest.raises(ValueError, match="feats"):
+        rankme(torch.zeros(5))
+    with pytest.raises(ValueError, match="batch_size"):
+        extract_features(TokenEncoder(), image_set(), batch_size=0, progress=False)
