@@ -59,14 +59,14 @@ def test_ranks_and_micro_batches_partition_each_global_batch():
     one = keys(1, 1, 12)
     assert one == keys(2, 1, 6) == keys(2, 3, 2) == keys(4, 3, 1)
     per_step = {}
-    for idx, step, slot, _g in one:
+    for idx, step, slot, _ in one:
         per_step.setdefault(step, []).append((slot, idx))
     assert sorted(per_step) == list(range(20))
     for step, items in per_step.items():
         assert sorted(s for s, _ in items) == list(range(12))
         assert len({i for _, i in items}) == 12  # no image twice within a step
     # an epoch (8 steps of 12 from 100 images) never repeats an image
-    epoch0 = [i for i, step, _, _ in one if step < 8]
+    epoch0 = [i for i, s, _, _ in one if s < 8]
     assert len(set(epoch0)) == len(epoch0) == 96
 
 
