@@ -36,7 +36,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 class DataConfig:
     name: str = "fmnist"  # fmnist | shapes | cifar10 | stl10 | imagefolder
     root: str | None = None  # dataset folder; None searches the usual places (see data.py)
-    image_size: int = 32  # fmnist 28 px is padded to 32 -> 8x8 grid of 4-px patches
+    image_size: int = 28  # fmnist 28 px -> a 7x7 grid of 4-px patches (32 pads to 8x8)
     crop_scale: tuple[float, float] = (
         0.3,
         1.0,
@@ -50,10 +50,10 @@ class ModelConfig:
     name: str | None = None  # a timm ViT name (vit_huge_patch14_224 ...); None -> the explicit size below
     patch_size: int = 4
     embed_dim: int = 192
-    depth: int = 6
+    depth: int = 4
     num_heads: int = 3
     predictor_dim: int = 96
-    predictor_depth: int = 4
+    predictor_depth: int = 3
     predictor_heads: int = 4
     drop_path: float = 0.0
     grad_checkpointing: bool = False  # activation checkpointing, for ViT-H / ViT-g on small GPUs
@@ -74,7 +74,7 @@ class MaskConfig:
 class OptimConfig:
     global_batch: int = 256  # the contract: per-device batch and accumulation are derived from the world size
     max_device_batch: int | None = None  # largest micro-batch per device; None -> global_batch / world_size
-    epochs: float = 1.0
+    epochs: float = 0.8
     max_steps: int | None = None  # cap on optimizer steps (quick runs, tests); schedules span the capped run
     warmup_epochs: float = 0.1
     lr: float = 1e-3

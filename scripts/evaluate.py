@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Probe a frozen encoder: linear probe, k-NN, low-shot linear probe and RankMe on average-pooled features.
+
+    python scripts/evaluate.py runs/fmnist_vit_tiny                      # a jepa_lite run (its dataset, size)
+    python scripts/evaluate.py runs/fmnist_vit_tiny --which context --test-limit 2000
+    python scripts/evaluate.py IN1K-vit.h.14-300e.pth.tar --dataset imagefolder --data /data/in1k_subset \\
+        --image-size 224 --train-limit 10000 --test-limit 2000 --json vith14.json
+    python scripts/evaluate.py ./ijepa_vith14_1k --dataset cifar10 --data ~/data --image-size 224
+
+PATH is a jepa_lite run folder (config.json + target_encoder/encoder .safetensors), an official I-JEPA
+`.pth.tar` or a Hugging Face IJepaModel directory (see jepa_lite/interop.py). When --image-size differs from
+the encoder's, its 2-D positional grid is interpolated; grey images are repeated to 3 channels for RGB encoders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from jepa_lite.data import DATASETS, build_dataset, dataset_info  # noqa: E402
+from jepa_lite.evaluate import evaluate_features, extract_features  # noqa: E402
+from jepa_lite.interop import load_encoder, set_image_size_  # noqa: E402
+from jepa_lite.models import count_parameters  # noqa: E402
+
+METRICS = ("linear_probe", "knn", "low_shot", "rankme")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="run folder, official .pth.tar, or Hugging Face IJepaModel directory")
+    p.add_argument("--which", choices=["target", "context"], default="target", help="encoder to probe")
+    p.add_argument(
+        "--dataset", choices=DATASETS, default=None, help="default: the run's dataset, else fmnist"
+    )
+    p.add_argument("--data", default=None, help="dataset folder (root)")
+    p.add_argument("--image-size", type=int, default=None, help="default: the run's, else the encoder's")
+    p.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
+    p.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
+    p.add_argument("--per-class", type=int, default=60, help="labels per class of the low-shot probe")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-heads", type=int, default=None, help="heads of an official checkpoint (if unusual)")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+class RepeatChannels(nn.Module):
+    """Feed grey images [B, 1, H, W] to an RGB encoder by repeating the channel."""
+
+    def __init__(self, encoder: nn.Module, in_chans: int) -> None:
+        super().__init__()
+        self.encoder, self.in_chans = encoder, in_chans
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.encoder(images.expand(-1, self.in_chans, -1, -1))
+
+
+def _run_config(path: Path) -> dict:
+    cfg_file = path / "config.json"
+    if path.is_dir() and cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+        if "model_type" not in cfg:  # a jepa_lite run, not a Hugging Face directory
+            return cfg
+    return {}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    path = Path(args.path)
+    run_data = _run_config(path).get("data", {})
+    name = args.dataset or run_data.get("name", "fmnist")
+    root = args.data if args.data is not None else run_data.get("root")
+    encoder = load_encoder(path, args.which, num_heads=args.num_heads)
+    native = encoder.grid[0] * encoder.patch_size
+    size = args.image_size or run_data.get("image_size") or native
+    if encoder.grid[0] != encoder.grid[1] and size != native:
+        raise ValueError(f"--image-size {size}: encoder grid {encoder.grid} is not square")
+    set_image_size_(encoder, size)
+    in_chans = dataset_info(name)["in_chans"]
+    model: nn.Module = encoder
+    if in_chans != encoder.in_chans:
+        if in_chans != 1:
+            raise ValueError(f"dataset {name} has {in_chans} channels, the encoder takes {encoder.in_chans}")
+        model = RepeatChannels(encoder, encoder.in_chans)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    print(f"{path} ({args.which} encoder, {count_parameters(encoder) / 1e6:.1f}M params, grid {encoder.grid}) "
+          f"on {name} at {size} px, {device}")  # fmt: skip
+
+    t0 = time.perf_counter()
+    kw = dict(root=root, image_size=size)
+    train_set = build_dataset(name, train=True, limit=args.train_limit, crop_scale=None, **kw)
+    test_set = build_dataset(name, train=False, limit=args.test_limit, **kw)
+    feats = dict(batch_size=args.batch_size, device=device, progress=not args.quiet)
+    train_x, train_y = extract_features(model, train_set, **feats)
+    test_x, test_y = extract_features(model, test_set, **feats)
+    smallest = int(train_y.unique(return_counts=True)[1].min())
+    per_class = min(args.per_class, smallest)
+    if per_class < args.per_class:
+        print(f"low-shot: only {smallest} training images in the rarest class, using {per_class} per class")
+    results = evaluate_features(train_x, train_y, test_x, test_y, per_class=per_class)
+    results = {k: round(float(v), 3) for k, v in results.items()}
+    results.update(path=str(path), which=args.which, dataset=name, image_size=size, train_images=len(train_y),
+                   test_images=len(test_y), per_class=per_class, seconds=round(time.perf_counter() - t0, 1))  # fmt: skip
+    print("".join(f"{k:>14}" for k in METRICS))
+    print("".join(f"{results[k]:>14.2f}" for k in METRICS))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+        print(f"wrote {args.json}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""Tests for scripts/evaluate.py on a tiny run folder (ShapesWorld: generated, no download)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from jepa_lite.checkpoint import export_weights
+from jepa_lite.config import config_to_dict, load_config
+from jepa_lite.interop import export_official
+from jepa_lite.models import Predictor
+from jepa_lite.train import build_encoder
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run folder as scripts/pretrain.py writes it, with a tiny random ViT on 32-px ShapesWorld images."""
+    overrides = ["data.name=shapes", "data.image_size=32", "model.name=null", "model.patch_size=8",
+                 "model.embed_dim=64", "model.depth=1", "model.num_heads=1"]  # fmt: skip
+    cfg = load_config("fmnist_vit_tiny", overrides)
+    torch.manual_seed(0)
+    for name in ("target_encoder", "encoder"):
+        export_weights(build_encoder(cfg, in_chans=3), tmp_path / f"{name}.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(config_to_dict(cfg)))
+    return tmp_path
+
+
+def test_evaluate_run_folder(script, run_dir, capsys):
+    out = run_dir / "results.json"
+    args = [str(run_dir), "--train-limit", "120", "--test-limit", "40", "--quiet", "--json", str(out)]
+    res = script.main(args)
+    for key in ("linear_probe", "knn", "low_shot"):
+        assert 0.0 <= res[key] <= 100.0
+    assert 1.0 <= res["rankme"] <= 64.0
+    assert res["dataset"] == "shapes" and res["image_size"] == 32 and res["train_images"] == 120
+    assert res["per_class"] <= 60  # clamped to the rarest class of 120 images
+    assert json.loads(out.read_text())["knn"] == res["knn"]
+    printed = capsys.readouterr().out
+    assert "linear_probe" in printed and "rankme" in printed
+
+
+def test_evaluate_official_file_other_size(script, run_dir, tmp_path):
+    """An official .pth.tar of the same encoder, probed at 48 px (positions interpolated to a 6x6 grid)."""
+    from jepa_lite.interop import load_encoder
+
+    enc = load_encoder(run_dir)
+    pred = Predictor(enc.grid, enc.embed_dim, predictor_dim=16, depth=1, num_heads=1)
+    ckpt = export_official(enc, pred, enc, tmp_path / "official.pth.tar")
+    res = script.main([str(ckpt), "--dataset", "shapes", "--image-size", "48", "--which", "context",
+                       "--train-limit", "60", "--test-limit", "30", "--per-class", "5", "--quiet"])  # fmt: skip
+    assert res["image_size"] == 48 and res["per_class"] == 5 and 0.0 <= res["linear_probe"] <= 100.0
+
+
+def test_evaluate_bad_path(script, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        script.main([str(tmp_path / "nope"), "--quiet"])

@@ -1,0 +1,47 @@
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import pretrain  # noqa: E402
+
+from jepa_lite.checkpoint import load_weights  # noqa: E402
+from jepa_lite.config import load_config  # noqa: E402
+from jepa_lite.train import build_encoder  # noqa: E402
+
+TINY = [
+    "model.patch_size=7", "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.predictor_dim=16",
+    "model.predictor_depth=1", "model.predictor_heads=2", "optim.global_batch=32", "optim.max_steps=3",
+    "data.limit=256", "mask.min_context=1", "eval.train_limit=300", "eval.test_limit=200",
+    "eval.low_shot_per_class=5",
+]  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Fashion-MNIST")
+def test_pretrain_writes_a_complete_run_with_init_baseline(tmp_path):
+    results = pretrain.main(["--out", str(tmp_path), "--quiet", "--pixels", *TINY])
+    run = tmp_path / "fmnist_vit_tiny"
+    for name in ["config.yaml", "metrics.csv", "config.json", "results.json", "encoder.safetensors",
+                 "target_encoder.safetensors", "ckpt-00000003"]:  # fmt: skip
+        assert (run / name).exists(), name
+    saved = json.loads((run / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    for block in (saved, saved["init"], saved["pixels"]):
+        assert set(block) >= {"linear_probe", "knn", "low_shot", "rankme"}
+        assert 10 < block["linear_probe"] <= 100  # 10 classes: far above chance even when tiny
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 3
+    # the exported target encoder loads into the encoder the config describes
+    cfg = load_config("fmnist_vit_tiny", TINY)
+    enc = load_weights(build_encoder(cfg, 1), run / "target_encoder.safetensors")
+    assert set(load_file(str(run / "target_encoder.safetensors"))) == set(enc.state_dict())
+
+
+def test_method_presets_and_names():
+    cfg = pretrain.resolve_config(pretrain.parse_args(["--method", "mae", "optim.lr=5e-4"]))
+    assert cfg.method.name == "mae" and cfg.mask.strategy == "random" and cfg.mask.target_ratio == 0.75
+    assert cfg.name == "fmnist_vit_tiny-mae" and cfg.optim.lr == 5e-4
+    cfg = pretrain.resolve_config(pretrain.parse_args(["--method", "mae", "mask.strategy=multiblock"]))
+    assert cfg.mask.strategy == "multiblock"  # the user's override wins over the preset
