@@ -173,7 +173,7 @@ def _coerce(value: Any, hint: str, key: str) -> Any:
     return value
 
 
-def _set_field(obj: Any, path: list[str], value: Any, full_key: str) -> None:
+def _set_field(obj: Any, path: list[str], value: Any, full_key: str, raw: str | None = None) -> None:
     names = [f.name for f in dataclasses.fields(obj)]
     head = path[0]
     if head not in names:
@@ -190,12 +190,14 @@ def _set_field(obj: Any, path: list[str], value: Any, full_key: str) -> None:
             for k, v in value.items():
                 _set_field(current, [k], v, f"{full_key}.{k}")
         else:
-            _set_field(current, path[1:], value, full_key)
+            _set_field(current, path[1:], value, full_key, raw)
         return
     if len(path) > 1:
         raise ValueError(f"config key {full_key!r}: {head!r} is a value, not a section")
-    hints = {f.name: str(f.type) for f in dataclasses.fields(obj)}
-    setattr(obj, head, _coerce(value, hints[head], full_key))
+    hint = {f.name: str(f.type) for f in dataclasses.fields(obj)}[head]
+    if raw is not None and hint.startswith("str") and raw.lower() not in ("null", "none", "~"):
+        value = raw  # a string field keeps the text as typed: `mixed_precision=no` is 'no', not YAML's False
+    setattr(obj, head, _coerce(value, hint, full_key))
 
 
 def config_from_dict(d: dict, base: Config | None = None) -> Config:
@@ -213,7 +215,7 @@ def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
             raise ValueError(f"override {item!r} must look like section.key=value (e.g. optim.lr=5e-4)")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw) if raw != "" else None
-        _set_field(cfg, key.strip().split("."), value, key.strip())
+        _set_field(cfg, key.strip().split("."), value, key.strip(), raw)
     return cfg
 
 

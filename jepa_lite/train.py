@@ -173,6 +173,17 @@ def _resolve_precision(mode: str) -> str:
     return mode
 
 
+def make_accelerator(cfg: Config):
+    """accelerate's Accelerator for the config's precision. Without CUDA, a multi-process launch (torchrun or
+    `accelerate launch`, WORLD_SIZE > 1) must ask for CPU explicitly, or each process would train alone."""
+    import os
+
+    from accelerate import Accelerator
+
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(mixed_precision=_resolve_precision(cfg.mixed_precision), cpu=cpu)
+
+
 def total_steps_of(cfg: Config, n_images: int) -> tuple[int, int, int]:
     """(steps per epoch, total optimizer steps, warm-up steps) of a config on a dataset of n images."""
     spe = n_images // cfg.optim.global_batch
@@ -205,12 +216,11 @@ def train(
     `resume`: a checkpoint folder, or 'auto' for the latest complete one in run_dir (none -> fresh start).
     `stop_after`: return after this many steps of *this* call (the schedules still span the whole run).
     `on_step(step, method, row)`: called on the main process after each optimizer step (notebook probes)."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from .data import build_dataset
 
-    acc = accelerator or Accelerator(mixed_precision=_resolve_precision(cfg.mixed_precision))
+    acc = accelerator or make_accelerator(cfg)
     set_seed(cfg.seed)  # identical initial weights on every process
     if dataset is None:
         dataset = build_dataset(cfg.data.name, root=cfg.data.root, train=True, image_size=cfg.data.image_size,

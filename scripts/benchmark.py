@@ -3,10 +3,17 @@
 
     python scripts/benchmark.py masks                       # mask sampling, batch 128 on a 14x14 grid
     python scripts/benchmark.py masks --grid 8 --batch-size 256 --json masks.json
+    python scripts/benchmark.py step --model tiny --batch 256 --steps 10     # train step on this device
+    python scripts/benchmark.py step --model vit_huge_patch14_224 --batch 128 --precision bf16 --compile
 
 `masks` times `MaskCollator.sample` of every strategy (and the official collator's re-implementation for
 comparison) in this process: a few warm-up calls, then `--repeats` timed repeats of a few calls each; the
 figure is the median. DataLoader workers run torch with one thread; pass `--threads 1` to match them.
+
+`step` builds the method of a packaged config with `jepa_lite.train.build_method` and times full optimizer
+steps (forward, backward, fused AdamW on CUDA, EMA update) on synthetic images with real multi-block masks on
+the present device (CUDA if available): images/s and step time (medians), peak CUDA memory, and MFU from the
+analytic FLOPs of `jepa_lite.flops` at the Kc/Kt actually drawn.
 """
 
 from __future__ import annotations
@@ -26,9 +33,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from jepa_lite.masks import make_collator, official_collator_sample  # noqa: E402
+from jepa_lite.masks import Batch, make_collator, official_collator_sample  # noqa: E402
 
 STRATEGIES = ["multiblock", "random", "block", "rasterized", "official"]
+# `step --model` -> the packaged config whose method is timed.
+STEP_MODELS = {
+    "tiny": "fmnist_vit_tiny",
+    "vit_base_patch16_224": "in1k_vitb16_ep600",
+    "vit_large_patch16_224": "in1k_vitl16_ep600",
+    "vit_huge_patch14_224": "in1k_vith14_ep300",
+}
 
 
 def time_calls(fn: Callable[[], object], *, repeats: int, warmup: int, min_time: float) -> list[float]:
@@ -81,6 +95,76 @@ def bench_masks(args: argparse.Namespace) -> list[dict]:
     return results
 
 
+def bench_step(args: argparse.Namespace) -> list[dict]:
+    """Images/s, median step time, peak CUDA memory and MFU of I-JEPA training steps of one model."""
+    from jepa_lite.config import load_config
+    from jepa_lite.flops import ijepa_step_flops, mfu
+    from jepa_lite.schedules import param_groups
+    from jepa_lite.train import build_collator, build_method
+
+    if args.batch < 1 or args.steps < 1 or args.warmup < 0:
+        raise ValueError(f"--batch {args.batch} and --steps {args.steps} must be >= 1, --warmup >= 0")
+    cfg = load_config(STEP_MODELS[args.model], [f"compile={args.compile}"])
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.precision == "bf16" and device.type == "cpu":
+        print("note: bf16 autocast on CPU is slow and not what a GPU run measures", flush=True)
+    torch.manual_seed(0)
+    in_chans = 1 if cfg.data.name == "fmnist" else 3
+    method = build_method(cfg, in_chans).to(device)
+    grid = method.eval_encoder.grid
+    collator = build_collator(cfg, grid)
+    cuda = device.type == "cuda"
+    optimizer = torch.optim.AdamW(param_groups(method), lr=1e-4, fused=cuda)
+    if args.compile:
+        method.compile()
+    method.train()
+    size = cfg.data.image_size
+    images = torch.randn(args.batch, in_chans, size, size, device=device)
+    gen = torch.Generator().manual_seed(0)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    kc = kt = 0.0
+    times = []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    for i in range(args.warmup + args.steps):
+        ctx, tgt = collator.sample(args.batch, gen)
+        ctx, tgt = ctx.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
+        batch = Batch(images, ctx, tgt)
+        sync()
+        start = time.perf_counter()
+        with autocast:
+            loss, _ = method(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        method.update_target(0.996)
+        sync()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+            kc += ctx.shape[1] / args.steps
+            kt += tgt.shape[2] / args.steps
+    median = statistics.median(times)
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    flops = ijepa_step_flops(cfg, kc=kc, kt=kt, n_targets=tgt.shape[1]).total * args.batch
+    util = mfu(flops / median, name)
+    peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    fields = dict(model=args.model, batch=args.batch, precision=args.precision, compile=args.compile,
+                  device=name)  # fmt: skip
+    head = f"step {args.model} " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "model")
+    rate = args.batch / median
+    print(f"{head}: {rate:,.1f} images/s (median of {len(times)})", flush=True)
+    print(f"{head}: {median * 1e3:,.1f} ms per step (median of {len(times)})", flush=True)
+    print(f"{head}: peak memory " + (f"{peak / 2**30:.2f} GiB" if peak is not None else "n/a (not CUDA)"))
+    mfu_text = f"{100 * util:.1f}%" if util is not None else "n/a (no bf16 peak for this device)"
+    print(f"{head}: MFU {mfu_text} ({flops / median / 1e12:.3f} model TFLOP/s, "
+          f"{flops / args.batch / 1e9:.2f} GFLOPs per image, Kc {kc:.1f} Kt {kt:.1f})", flush=True)  # fmt: skip
+    return [dict(name=f"step {args.model}", **fields, images_per_s=rate, median_step_s=median,
+                 min_step_s=min(times), max_step_s=max(times), steps=len(times), warmup=args.warmup,
+                 peak_memory_bytes=peak, flops_per_step=flops, model_flops_per_s=flops / median, mfu=util,
+                 context_tokens=kc, target_tokens=kt, config=STEP_MODELS[args.model])]  # fmt: skip
+
+
 def environment() -> dict:
     return dict(
         torch=torch.__version__,
@@ -110,7 +194,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     masks.add_argument("--min-time", type=float, default=0.02, help="seconds per timed repeat (at least)")
     masks.set_defaults(func=bench_masks)
 
+    step = sub.add_parser("step", parents=[common], help="training-step throughput, memory and MFU")
+    step.add_argument("--model", default="tiny", choices=[*sorted(STEP_MODELS), "vit_huge_patch14"])
+    step.add_argument("--batch", type=int, default=128, help="images per step on this device")
+    step.add_argument("--precision", default=None, choices=["bf16", "no"],
+                      help="autocast dtype (default: bf16 on CUDA, no on CPU)")  # fmt: skip
+    step.add_argument("--compile", action="store_true", help="torch.compile the method first")
+    step.add_argument("--steps", type=int, default=10, help="timed optimizer steps; the median is reported")
+    step.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    step.set_defaults(func=bench_step, warmup=2)
+
     args = parser.parse_args(argv)
+    if args.command == "step" and args.model == "vit_huge_patch14":
+        args.model = "vit_huge_patch14_224"
+    if args.command == "step" and args.precision is None:
+        args.precision = "bf16" if torch.cuda.is_available() else "no"
     if getattr(args, "grid", None) is not None and len(args.grid) not in (1, 2):
         parser.error(f"--grid takes N or H W, got {args.grid}")
     return args

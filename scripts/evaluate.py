@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset, Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from jepa_lite.data import DATASETS, build_dataset, dataset_info  # noqa: E402
-from jepa_lite.evaluate import evaluate_features, extract_features  # noqa: E402
+from jepa_lite.evaluate import evaluate_features, extract_features, low_shot_indices  # noqa: E402
 from jepa_lite.interop import load_encoder, set_image_size_  # noqa: E402
 from jepa_lite.models import count_parameters  # noqa: E402
 
@@ -42,8 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--data", default=None, help="dataset folder (root)")
     p.add_argument("--image-size", type=int, default=None, help="default: the run's, else the encoder's")
-    p.add_argument("--train-limit", type=int, default=None, help="use the first N training images")
-    p.add_argument("--test-limit", type=int, default=None, help="use the first N test images")
+    p.add_argument(
+        "--train-limit", type=int, default=None, help="use N training images (image folders: N/classes each)"
+    )
+    p.add_argument(
+        "--test-limit", type=int, default=None, help="use N test images (image folders: N/classes each)"
+    )
     p.add_argument("--per-class", type=int, default=60, help="labels per class of the low-shot probe")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--num-heads", type=int, default=None, help="heads of an official checkpoint (if unusual)")
@@ -62,6 +67,23 @@ class RepeatChannels(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.encoder(images.expand(-1, self.in_chans, -1, -1))
+
+
+def balanced_subset(dataset: Dataset, limit: int, *, seed: int = 0) -> Subset:
+    """About `limit` items, the same number from every class (at least one each), drawn with `seed`.
+
+    For image folders: ImageFolder lists its images class by class, so its first N images (what
+    `build_dataset(limit=N)` keeps) would cover only the first few classes."""
+    labels = torch.as_tensor(dataset.targets)
+    classes, counts = labels.unique(return_counts=True)
+    per_class = min(max(1, limit // len(classes)), int(counts.min()))
+    return Subset(dataset, low_shot_indices(labels, per_class, seed=seed).tolist())
+
+
+def _subset(name: str, limit: int | None, *, train: bool, **kw) -> Dataset:
+    if name != "imagefolder" or limit is None:
+        return build_dataset(name, train=train, limit=limit, **kw)
+    return balanced_subset(build_dataset(name, train=train, **kw), limit)
 
 
 def _run_config(path: Path) -> dict:
@@ -97,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     kw = dict(root=root, image_size=size)
-    train_set = build_dataset(name, train=True, limit=args.train_limit, crop_scale=None, **kw)
-    test_set = build_dataset(name, train=False, limit=args.test_limit, **kw)
+    train_set = _subset(name, args.train_limit, train=True, crop_scale=None, **kw)
+    test_set = _subset(name, args.test_limit, train=False, **kw)
     feats = dict(batch_size=args.batch_size, device=device, progress=not args.quiet)
     train_x, train_y = extract_features(model, train_set, **feats)
     test_x, test_y = extract_features(model, test_set, **feats)

@@ -77,20 +77,32 @@ def resolve_config(args: argparse.Namespace):
     return cfg
 
 
+# Training-set sizes for --dry-run, which touches no data; 'imagefolder' assumes ImageNet-1k's train split.
+TRAIN_SIZES = {
+    "fmnist": 60_000,
+    "shapes": 10_000,
+    "cifar10": 50_000,
+    "stl10": 5_000,
+    "imagefolder": 1_281_167,
+}
+
+
 def dry_run(cfg, world_size: int) -> dict:
     """Derived per-device batch, accumulation and step counts, without touching data or devices."""
-    from jepa_lite.data import dataset_info
-    from jepa_lite.train import split_global_batch
+    from jepa_lite.train import split_global_batch, total_steps_of
 
+    if world_size < 1:
+        raise ValueError(f"--world-size {world_size} must be at least 1")
     micro, accum = split_global_batch(cfg.optim.global_batch, world_size, cfg.optim.max_device_batch)
-    n = dataset_info(cfg.data.name).get("train_size") or 1_281_167
-    spe = n // cfg.optim.global_batch
-    total = max(1, round(cfg.optim.epochs * spe))
-    if cfg.optim.max_steps:
-        total = min(total, cfg.optim.max_steps)
+    if cfg.data.name not in TRAIN_SIZES:
+        raise ValueError(f"data.name {cfg.data.name!r} is not one of {', '.join(TRAIN_SIZES)}")
+    n = TRAIN_SIZES[cfg.data.name]
+    if cfg.data.limit is not None:
+        n = min(n, cfg.data.limit)
+    spe, total, warmup = total_steps_of(cfg, n)
     info = dict(config=cfg.name, world_size=world_size, global_batch=cfg.optim.global_batch, per_device_batch=micro,
                 grad_accumulation=accum, train_images=n, steps_per_epoch=spe, total_steps=total,
-                warmup_steps=round(cfg.optim.warmup_epochs * spe))  # fmt: skip
+                warmup_steps=warmup)  # fmt: skip
     for k, v in info.items():
         print(f"{k:>18}: {v}")
     return info
@@ -102,14 +114,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.dry_run:
         return dry_run(cfg, args.world_size or int(os.environ.get("WORLD_SIZE", "1")))
 
-    from accelerate import Accelerator
-
     from jepa_lite.checkpoint import export_weights
     from jepa_lite.data import build_dataset
     from jepa_lite.evaluate import evaluate_encoder, evaluate_features, pixel_features
-    from jepa_lite.train import _resolve_precision, train
+    from jepa_lite.train import make_accelerator, train
 
-    acc = Accelerator(mixed_precision=_resolve_precision(cfg.mixed_precision))
+    acc = make_accelerator(cfg)
     run_dir = Path(cfg.out_dir) / cfg.name
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -32,9 +32,10 @@ def test_vith14_config_is_exactly_the_papers_recipe():
 
 def test_dotted_overrides_are_typed():
     cfg = apply_overrides(Config(), ["optim.lr=5e-4", "data.root=/datasets/imagenet", "mask.target_scale=[0.1,0.3]",
-                                     "optim.max_steps=7", "model.grad_checkpointing=true", "data.limit=null"])  # fmt: skip
+                                     "optim.max_steps=7", "model.grad_checkpointing=true", "data.limit=null",
+                                     "mixed_precision=no", "data.root=null"])  # fmt: skip
     assert cfg.optim.lr == 5e-4 and isinstance(cfg.optim.lr, float)  # YAML reads 5e-4 as a string
-    assert cfg.data.root == "/datasets/imagenet"
+    assert cfg.data.root is None and cfg.mixed_precision == "no"  # not YAML's False
     assert cfg.mask.target_scale == (0.1, 0.3)
     assert cfg.optim.max_steps == 7 and cfg.model.grad_checkpointing is True and cfg.data.limit is None
 

@@ -74,3 +74,27 @@ def test_evaluate_official_file_other_size(script, run_dir, tmp_path):
 def test_evaluate_bad_path(script, tmp_path):
     with pytest.raises(FileNotFoundError):
         script.main([str(tmp_path / "nope"), "--quiet"])
+
+
+def test_image_folder_limits_take_every_class(script, tmp_path):
+    """ImageFolder lists images class by class: a limit must draw from every class, not the first ones."""
+    from PIL import Image
+
+    from jepa_lite.data import build_dataset
+    from jepa_lite.interop import export_hf
+    from jepa_lite.models import ViTEncoder
+
+    gen = torch.Generator().manual_seed(0)
+    for c in ("cat", "dog", "eel"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(10):
+            pixels = (torch.rand(16, 16, 3, generator=gen) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "imgs" / c / f"{i}.png")
+    folder = build_dataset("imagefolder", root=tmp_path / "imgs", train=False, image_size=16)
+    picked = script.balanced_subset(folder, 6)
+    assert sorted(folder.targets[i] for i in picked.indices) == [0, 0, 1, 1, 2, 2]
+    torch.manual_seed(0)
+    export_hf(ViTEncoder(img_size=16, patch_size=4, embed_dim=64, depth=1, num_heads=1), tmp_path / "hf")
+    res = script.main([str(tmp_path / "hf"), "--dataset", "imagefolder", "--data", str(tmp_path / "imgs"),
+                       "--train-limit", "21", "--test-limit", "3", "--per-class", "1", "--quiet"])  # fmt: skip
+    assert res["image_size"] == 16 and res["train_images"] == 21 and res["test_images"] == 3

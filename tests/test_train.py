@@ -62,7 +62,7 @@ def test_ranks_and_micro_batches_partition_each_global_batch():
     for idx, step, slot, _ in one:
         per_step.setdefault(step, []).append((slot, idx))
     assert sorted(per_step) == list(range(20))
-    for step, items in per_step.items():
+    for items in per_step.values():
         assert sorted(s for s, _ in items) == list(range(12))
         assert len({i for _, i in items}) == 12  # no image twice within a step
     # an epoch (8 steps of 12 from 100 images) never repeats an image

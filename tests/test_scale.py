@@ -1,0 +1,144 @@
+"""Cluster-scale arithmetic without a cluster: the global-batch contract of `pretrain.py --dry-run` for the
+paper's ViT-H/14 run, and the analytic FLOPs / MFU of jepa_lite.flops."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jepa_lite.config import load_config
+from jepa_lite.flops import block_flops, encoder_dims, ijepa_step_flops, mfu, peak_flops
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pretrain():
+    spec = importlib.util.spec_from_file_location("pretrain_script", ROOT / "scripts" / "pretrain.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("world, accum", [(1, 16), (8, 2), (16, 1)])
+def test_dry_run_vith14_global_batch_contract(world: int, accum: int, capsys) -> None:
+    info = _pretrain().main(["--config", "in1k_vith14_ep300", "--dry-run", "--world-size", str(world)])
+    assert info["global_batch"] == 2048
+    assert info["per_device_batch"] == 128
+    assert info["grad_accumulation"] == accum
+    assert info["per_device_batch"] * info["grad_accumulation"] * world == 2048
+    assert info["train_images"] == 1_281_167
+    assert info["steps_per_epoch"] == 625
+    assert info["total_steps"] == 187_500
+    assert info["warmup_steps"] == 25_000  # 40 epochs
+    out = capsys.readouterr().out
+    assert "187500" in out and f"grad_accumulation: {accum}" in out
+
+
+def test_dry_run_command_line() -> None:
+    cmd = [
+        sys.executable,
+        "scripts/pretrain.py",
+        "--config",
+        "in1k_vith14_ep300",
+        "--dry-run",
+        "--world-size",
+        "16",
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, timeout=120).stdout
+    assert "per_device_batch: 128" in out and "total_steps: 187500" in out
+
+
+def test_dry_run_uses_dataset_size_and_limit() -> None:
+    pre = _pretrain()
+    info = pre.main(
+        ["--dry-run", "--world-size", "2", "data.limit=null", "optim.global_batch=256", "optim.epochs=1"]
+    )
+    assert info["train_images"] == 60_000 and info["steps_per_epoch"] == 234
+    info = pre.main(["--dry-run", "data.limit=1000", "optim.global_batch=100", "optim.epochs=2"])
+    assert info["train_images"] == 1000 and info["total_steps"] == 20
+    with pytest.raises(ValueError, match="world size"):
+        pre.main(["--config", "in1k_vith14_ep300", "--dry-run", "--world-size", "3"])
+
+
+def test_block_flops_by_hand() -> None:
+    # T=10, D=8, r=4: linear 10*64*12 = 7680 MACs, attention 2*100*8 = 1600 MACs -> 2x
+    assert block_flops(10, 8, 4.0) == 2 * (7680 + 1600)
+    # the attention term is quadratic in tokens, the rest linear
+    lin = block_flops(20, 8) - 2 * 2 * 400 * 8
+    assert lin == pytest.approx(2 * (10 * 64 * 12) * 2)
+
+
+def test_vit_forward_matches_known_counts() -> None:
+    # ViT-B/16 at 224 is ~17.6 GMACs and ViT-H/14 ~167 GMACs per image forward (196 / 256 tokens).
+    b = ijepa_step_flops(load_config("in1k_vitb16_ep600"), kc=100, kt=30, n_targets=4)
+    assert b.target_encoder == pytest.approx(2 * 17.6e9, rel=0.02)
+    h = ijepa_step_flops(load_config("in1k_vith14_ep300"), kc=100, kt=40, n_targets=4)
+    assert h.target_encoder == pytest.approx(2 * 167e9, rel=0.02)
+    assert encoder_dims(load_config("in1k_vith14_ep300"))["tokens"] == 256
+
+
+def test_step_flops_structure() -> None:
+    cfg = load_config("in1k_vith14_ep300")
+    e = encoder_dims(cfg)
+    f = ijepa_step_flops(cfg, kc=e["tokens"], kt=40, n_targets=4)
+    # with the context on all tokens, context fwd+bwd is exactly 3x the target encoder's forward
+    assert f.context_encoder == pytest.approx(3 * f.target_encoder)
+    g = ijepa_step_flops(cfg, kc=100, kt=40, n_targets=4)
+    assert g.context_encoder < f.context_encoder and g.target_encoder == f.target_encoder
+    assert ijepa_step_flops(cfg, kc=100, kt=40, n_targets=2).predictor < g.predictor
+    assert g.total == g.context_encoder + g.predictor + g.target_encoder
+
+
+def test_expected_tokens_from_the_collator() -> None:
+    cfg = load_config("in1k_vith14_ep300")
+    f = ijepa_step_flops(cfg)
+    n = encoder_dims(cfg)["tokens"]
+    assert f.n_targets == 4
+    assert 0.1 * n < f.target_tokens < 0.25 * n  # target blocks of 15-20% of the image
+    assert 10 <= f.context_tokens < n
+    assert 4e11 < f.total < 9e11  # ViT-H/14 step: ~0.64 TFLOPs per image
+
+
+def test_mfu_and_peaks() -> None:
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H200") == 989e12
+    assert peak_flops("cpu") is None and peak_flops(None) is None and peak_flops("Tesla T4") is None
+    assert mfu(494.5e12, "NVIDIA H100 80GB HBM3") == pytest.approx(0.5)
+    assert mfu(1e12, "cpu") is None
+
+
+def test_unknown_model_name_is_rejected() -> None:
+    cfg = load_config("in1k_vith14_ep300", ["model.name=resnet50"])
+    with pytest.raises(ValueError, match="model.name"):
+        encoder_dims(cfg)
+
+
+def test_benchmark_step_runs_on_cpu_and_writes_json(tmp_path: Path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "step.json"
+    argv = ["step", "--model", "tiny", "--batch", "4", "--steps", "2", "--warmup", "0", "--device", "cpu",
+            "--precision", "no", "--json", str(out)]  # fmt: skip
+    (res,) = bench.main(argv)
+    assert res["steps"] == 2 and res["images_per_s"] > 0 and res["median_step_s"] > 0
+    assert res["mfu"] is None and res["peak_memory_bytes"] is None and res["flops_per_step"] > 0
+    payload = json.loads(out.read_text())
+    assert payload["command"] == "step" and payload["results"][0]["batch"] == 4
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step tiny")]
+    assert len(lines) == 4 and "images/s" in lines[0] and "MFU" in lines[3]
+
+
+def test_slurm_script_parses_and_requeues() -> None:
+    script = ROOT / "scripts" / "slurm" / "pretrain.sbatch"
+    subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
+    text = script.read_text()
+    for needle in ("#SBATCH --nodes=2", "#SBATCH --signal=B:USR1@300", "trap requeue USR1", "scontrol requeue",
+                   "--machine_rank \"$SLURM_NODEID\"", "--resume auto"):  # fmt: skip
+        assert needle in text, needle
