@@ -1,0 +1,102 @@
+"""Tests for jepa_lite.viz: every plot returns a Figure with the expected panels and data."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from jepa_lite import viz
+from jepa_lite.masks import sample_masks
+from jepa_lite.models import sincos_pos_embed
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _masks(b=4, grid=8):
+    return sample_masks(b, grid, generator=torch.Generator().manual_seed(0))
+
+
+def test_label_map_marks_context_and_each_target_block():
+    ctx, tgt = _masks()
+    labels = viz.mask_label_map(ctx[0], tgt[0], 8)
+    assert labels.shape == (8, 8)
+    assert (labels == 1).sum() == ctx.shape[1]  # context and targets are disjoint, so none overwritten
+    union = torch.zeros(64, dtype=torch.bool)
+    union[tgt[0].flatten()] = True
+    assert (labels >= 2).sum() == int(union.sum())  # target blocks may overlap each other
+    assert (labels == 1 + tgt.shape[1]).sum() == tgt.shape[2]  # the last block is drawn on top, whole
+    assert set(np.unique(labels)) <= set(range(2 + tgt.shape[1]))
+
+
+def test_image_to_display_scales_to_unit_range_and_handles_channels():
+    grey = viz.image_to_display(torch.randn(1, 8, 8))
+    rgb = viz.image_to_display(torch.randn(3, 8, 8))
+    assert grey.shape == (8, 8) and rgb.shape == (8, 8, 3)
+    assert grey.min() == pytest.approx(0) and grey.max() == pytest.approx(1)
+
+
+def test_mask_overlay_and_grid_return_figures():
+    ctx, tgt = _masks(6)
+    images = torch.randn(6, 1, 32, 32)
+    fig = viz.plot_mask_overlay(images[0], ctx[0], tgt[0], 8, title="x")
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    fig = viz.plot_mask_grid(ctx, tgt, 8, images=images, n=5, ncols=3)
+    assert isinstance(fig, Figure) and len(fig.axes) == 6  # 2 rows x 3, last one switched off
+    assert not fig.axes[-1].axison
+
+
+def test_coverage_uses_a_shared_colour_scale():
+    fig = viz.plot_coverage({"a": torch.zeros(4, 4), "b": torch.ones(4, 4)})
+    ims = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(ims) == 2
+    assert all(im.get_clim() == (0.0, 1.0) for im in ims)
+
+
+def test_size_histograms_report_means():
+    fig = viz.plot_size_histograms([10, 20, 30], [5, 5, 7], num_patches=64)
+    assert len(fig.axes) == 2
+    assert "mean" in fig.axes[0].get_legend().get_texts()[0].get_text()
+
+
+def test_patches_figure_has_one_axis_per_token_plus_image():
+    fig = viz.plot_patches(torch.randn(1, 16, 16), 4)
+    assert len(fig.axes) == 1 + 16
+    with pytest.raises(ValueError, match="patch_size"):
+        viz.plot_patches(torch.randn(1, 15, 16), 4)
+
+
+def test_sincos_positions_plot_checks_the_grid():
+    pe = sincos_pos_embed(32, (4, 4))
+    fig = viz.plot_sincos_positions(pe, 4)
+    assert isinstance(fig, Figure) and len(fig.axes) == 6 + 1 + 3
+    with pytest.raises(ValueError, match="positions"):
+        viz.plot_sincos_positions(pe, 5)
+
+
+def test_curves_from_dict_or_rows():
+    rows = [{"step": i, "loss": 1.0 / (i + 1), "lr": 0.1 * i} for i in range(5)]
+    fig = viz.plot_curves(rows)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "lr"]
+    assert fig.axes[0].get_yscale() == "log"
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), [0.1 * i for i in range(5)])
+    fig = viz.plot_curves({"loss": [3, 2, 1]}, x=None)
+    assert len(fig.axes) == 1
+    with pytest.raises(ValueError, match="no curves"):
+        viz.plot_curves({"step": [1, 2]})
+
+
+def test_mask_panels_one_axis_per_strategy():
+    ctx, tgt = _masks(2)
+    fig = viz.plot_mask_panels(
+        {"a": (ctx[0], tgt[0]), "b": (ctx[1], tgt[1])}, 8, image=torch.randn(3, 32, 32)
+    )
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
