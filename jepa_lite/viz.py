@@ -572,14 +572,17 @@ def plot_training_curves(
     for ax, key in zip(axes[0], keys):
         values = np.asarray([r[key] for r in rows], dtype=float)
         if key == "loss":
-            ax.plot(steps, values, color="0.7", lw=0.8, label="per step")
+            ax.plot(steps, values, color="0.7" if smooth > 0 else "tab:blue", lw=0.8, label="per step")
             if smooth > 0:
                 ax.plot(steps, ema_trace(values, smooth).numpy(), color="tab:blue", lw=1.6, label="smoothed")
                 ax.legend(fontsize=8)
             ax.set_yscale("log")
         else:
             ax.plot(steps, values, color="tab:blue", lw=1.6)
-            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3), useOffset=False)
+            if 0 < np.abs(values).max() < 1e-2:  # small values (lr): 5.0e-04 on the ticks, no offset text
+                from matplotlib.ticker import FormatStrFormatter
+
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%.1e"))
         ax.set_title(CURVE_TITLES.get(key, key), fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
