@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                      progress=not args.quiet)  # fmt: skip
         results.update(evaluate_encoder(result.method.eval_encoder, train_set, test_set, **probe))
         if result.init_encoder is not None:
-            results["init"] = evaluate_encoder(result.init_encoder, train_set, test_set, **probe)
+            init = result.init_encoder.to(acc.device)  # copied before accelerate moved the model
+            results["init"] = evaluate_encoder(init, train_set, test_set, **probe)
         if args.pixels:
             results["pixels"] = evaluate_features(*pixel_features(train_set), *pixel_features(test_set),
                                                   per_class=ev.low_shot_per_class)  # fmt: skip
