@@ -27,6 +27,7 @@ __all__ = [
     "apply_overrides",
     "config_to_dict",
     "config_from_dict",
+    "check_config",
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -234,3 +235,84 @@ def load_config(name_or_path: str | Path = "fmnist_vit_tiny", overrides: typing.
     d.setdefault("name", path.stem)
     cfg = config_from_dict(d)
     return apply_overrides(cfg, overrides)
+
+
+# Valid names, checked before any data is read (the modules that use them check again, for direct callers).
+CHOICES = {
+    "mixed_precision": ("auto", "no", "bf16", "fp16"),
+    "data.name": ("fmnist", "shapes", "cifar10", "stl10", "imagefolder"),
+    "method.name": ("ijepa", "mae", "invariant"),
+    "method.loss": ("smooth_l1", "l2"),
+    "method.target_mode": ("ema", "online_stopgrad", "online"),
+    "mask.strategy": ("multiblock", "random", "block", "rasterized"),
+}
+# key: (lowest, highest, lowest is allowed); None values pass (the key's type says when None is allowed)
+RANGES = {
+    "seed": (0, None, True), "log_every": (1, None, True), "ckpt_every": (0, None, True),
+    "keep_last": (0, None, True), "data.image_size": (1, None, True), "data.limit": (1, None, True),
+    "data.num_workers": (0, None, True), "model.patch_size": (1, None, True), "model.embed_dim": (1, None, True),
+    "model.depth": (1, None, True), "model.num_heads": (1, None, True), "model.predictor_dim": (1, None, True),
+    "model.predictor_depth": (1, None, True), "model.predictor_heads": (1, None, True),
+    "model.drop_path": (0, 1, True), "mask.n_targets": (1, None, True), "mask.min_context": (1, None, True),
+    "mask.target_ratio": (0, 1, False), "optim.global_batch": (1, None, True),
+    "optim.max_device_batch": (1, None, True), "optim.epochs": (0, None, False),
+    "optim.max_steps": (1, None, True), "optim.warmup_epochs": (0, None, True), "optim.lr": (0, None, False),
+    "optim.start_lr": (0, None, True), "optim.final_lr": (0, None, True), "optim.weight_decay": (0, None, True),
+    "optim.final_weight_decay": (0, None, True), "optim.grad_clip": (0, None, False),
+    "method.temperature": (0, None, False), "eval.low_shot_per_class": (1, None, True),
+    "eval.train_limit": (1, None, True), "eval.test_limit": (1, None, True), "eval.batch_size": (1, None, True),
+}  # fmt: skip
+# (min, max) pairs: (lowest, highest) of both ends
+PAIRS = {
+    "data.crop_scale": (0, 1), "mask.target_scale": (0, 1), "mask.context_scale": (0, 1),
+    "mask.target_aspect": (0, None), "optim.ema": (0, 1), "optim.betas": (0, 1),
+}  # fmt: skip
+
+
+def _get(cfg: Config, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def check_config(cfg: Config) -> Config:
+    """Raise ValueError naming the first key whose value is out of range or not a valid name; return cfg.
+
+    Runs in milliseconds, before any data or model is built. Geometry that needs the grid (mask blocks,
+    patch size against image size) is checked where it is known: masks.py and models.py."""
+    for key, valid in CHOICES.items():
+        if _get(cfg, key) not in valid:
+            raise ValueError(f"{key}={_get(cfg, key)!r} is not one of {', '.join(valid)}")
+    for key, (lo, hi, closed) in RANGES.items():
+        v = _get(cfg, key)
+        if v is None:
+            continue
+        if not (v >= lo if closed else v > lo) or (hi is not None and v > hi) or v != v:
+            span = f"{'[' if closed else '('}{lo}, {hi if hi is not None else 'inf'}{']' if hi is not None else ')'}"
+            raise ValueError(f"{key}={v!r} must lie in {span}")
+    for key, (lo, hi) in PAIRS.items():
+        a, b = _get(cfg, key)
+        inside = lo < a <= b and (hi is None or b <= hi)
+        if key == "optim.betas":
+            inside = 0 <= a < 1 and 0 <= b < 1
+        elif key == "optim.ema":
+            inside = 0 <= a <= b <= 1
+        if not inside:
+            valid = (
+                "0 <= each < 1"
+                if key == "optim.betas"
+                else f"{lo} < min <= max" + (f" <= {hi}" if hi else "")
+            )
+            raise ValueError(f"{key}={[a, b]} must be a (min, max) pair with {valid}")
+    m = cfg.model
+    if m.name is None and m.embed_dim % m.num_heads:
+        raise ValueError(f"model.embed_dim={m.embed_dim} must be divisible by model.num_heads={m.num_heads}")
+    if m.predictor_dim % m.predictor_heads:
+        raise ValueError(
+            f"model.predictor_dim={m.predictor_dim} must be divisible by model.predictor_heads={m.predictor_heads}"
+        )
+    if m.name is None and cfg.data.image_size % m.patch_size:
+        raise ValueError(
+            f"data.image_size={cfg.data.image_size} must be divisible by model.patch_size={m.patch_size}"
+        )
+    return cfg

@@ -7,8 +7,10 @@ same code scores a pretrained encoder, a random one, or the raw-pixel baseline (
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -60,10 +62,33 @@ def _describe(t: object) -> str:
 # feature extraction
 
 
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def feature_autocast(device: torch.device, precision: str = "auto") -> torch.autocast:
+    """Autocast for frozen-feature extraction: 'auto' is bf16 where the device runs it natively (a bf16 GPU, a
+    CPU with AVX512-BF16/AMX), which halves the probes' cost and moves pooled features by ~1e-3 relative."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision={precision!r} must be 'auto', 'bf16' or 'fp32'")
+    if precision == "auto":
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+        precision = "bf16" if native and device.type in ("cuda", "cpu") else "fp32"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.inference_mode()
-def _encode(encoder: nn.Module, images: Tensor) -> Tensor:
-    out = encoder(images)
-    if out.ndim == 3:  # tokens [B, N, D] -> average pool over the patch tokens
+def _encode(encoder: nn.Module, images: Tensor, precision: str) -> Tensor:
+    with feature_autocast(images.device, precision):
+        out = encoder(images)
+    out = out.float()
+    if out.ndim == 3:  # tokens [B, N, D] -> average pool over the patch tokens (in fp32)
         return out.mean(dim=1)
     if out.ndim == 2:  # already pooled [B, D]
         return out
@@ -78,6 +103,7 @@ def extract_features(
     device: torch.device | str | None = None,
     progress: bool = True,
     num_workers: int = 0,
+    precision: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Frozen features of a dataset: the encoder's tokens `[B, N, D]` average-pooled to `[N, D]` float32.
 
@@ -87,6 +113,7 @@ def extract_features(
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    feature_autocast(torch.device("cpu"), precision)  # validates `precision` before any work
     if device is None:
         param = next(encoder.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -117,7 +144,7 @@ def extract_features(
                 images, y = batch[0], batch[1]
             if y is None:
                 raise ValueError("extract_features needs labels, but a batch came without them")
-            feats.append(_encode(encoder, images.to(device, non_blocking=True)).float().cpu())
+            feats.append(_encode(encoder, images.to(device, non_blocking=True), precision).cpu())
             labels.append(torch.as_tensor(y).long().cpu())
     finally:
         encoder.train(was_training)
@@ -372,9 +399,10 @@ def evaluate_encoder(
     batch_size: int = 512,
     device: torch.device | str | None = None,
     progress: bool = True,
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Extract frozen pooled features of both sets with `encoder` and return `evaluate_features` of them."""
-    kwargs = dict(batch_size=batch_size, device=device, progress=progress)
+    kwargs = dict(batch_size=batch_size, device=device, progress=progress, precision=precision)
     train_x, train_y = extract_features(encoder, train_set, **kwargs)
     test_x, test_y = extract_features(encoder, test_set, **kwargs)
     return evaluate_features(train_x, train_y, test_x, test_y, per_class=per_class)

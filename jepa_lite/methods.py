@@ -55,8 +55,8 @@ class IJEPA(nn.Module):
 
     @property
     def eval_encoder(self) -> ViTEncoder:
-        """The paper evaluates the target encoder."""
-        return self.target_encoder
+        """The paper evaluates the target encoder; in the online modes the target *is* the context encoder."""
+        return self.target_encoder if self.target_mode == "ema" else self.context_encoder
 
     def targets(self, images: Tensor, target_idx: Tensor) -> Tensor:
         """Layer-normed (no affine) features of the full image, gathered per target block: [B, M, Kt, D]."""

@@ -86,6 +86,11 @@ class ViTEncoder(nn.Module):
                 raise ValueError(f"unknown timm model name {model_name!r}: {err}") from None
             if not isinstance(vit, timm.models.vision_transformer.VisionTransformer):
                 raise ValueError(f"model {model_name!r} is not a timm VisionTransformer")
+            patch = vit.patch_embed.patch_size[0]
+            if img_size % patch:  # timm would silently drop the image's last pixels
+                raise ValueError(
+                    f"img_size {img_size} must be divisible by the patch size {patch} of {model_name!r}"
+                )
         else:
             if img_size % patch_size != 0:
                 raise ValueError(f"img_size {img_size} must be divisible by patch_size {patch_size}")

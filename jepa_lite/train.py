@@ -12,6 +12,7 @@ import contextlib
 import copy
 import csv
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import Config, config_to_dict
+from .config import Config, check_config, config_to_dict
 from .masks import MaskCollator, make_collator
 from .methods import IJEPA, MAE, Invariant
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder
@@ -220,6 +221,9 @@ def train(
 
     from .data import build_dataset
 
+    check_config(cfg)
+    if str(resume) == "auto" and run_dir is None:
+        raise ValueError("resume='auto' needs run_dir, the run folder to look for checkpoints in")
     acc = accelerator or make_accelerator(cfg)
     set_seed(cfg.seed)  # identical initial weights on every process
     if dataset is None:
@@ -268,6 +272,8 @@ def train(
         if run_dir is not None and acc.is_main_process
         else None
     )
+    per_image_flops = _step_flops_per_image(cfg)
+    device_name = torch.cuda.get_device_name(acc.device) if acc.device.type == "cuda" else "cpu"
     method.train()
     step = start
     try:
@@ -291,16 +297,27 @@ def train(
             core.update_target(vals["momentum"])
             loss_val = acc.reduce(loss_sum / accum, reduction="mean").item()
             if not math.isfinite(loss_val):
+                bad_input = (
+                    "" if bool(torch.isfinite(batch.images).all()) else " (the batch holds NaN/inf pixels)"
+                )
                 raise FloatingPointError(
-                    f"loss is {loss_val} at step {step}; stopping (the last checkpoint in {run_dir} is intact)"
+                    f"loss is {loss_val} at step {step}{bad_input}; stopping (no checkpoint is written after it: "
+                    f"the newest one in {run_dir} is intact)"
                 )
             dt = time.perf_counter() - t0
-            row = {"step": step, "loss": loss_val, **vals, "img_per_s": o.global_batch / dt, "time": dt}
+            row = {"step": step, "loss": loss_val, **vals, "img_per_s": o.global_batch / dt, "time": dt,
+                   **_throughput(o.global_batch / acc.num_processes / dt, per_image_flops, device_name)}  # fmt: skip
             history.append(row)
             if acc.is_main_process:
                 if writer:
                     writer.write(row)
-                bar.set_postfix(loss=f"{loss_val:.4f}", lr=f"{vals['lr']:.2e}", refresh=False)
+                bar.set_postfix(
+                    loss=f"{loss_val:.4f}",
+                    lr=f"{vals['lr']:.2e}",
+                    refresh=False,
+                    **{"img/s/dev": f"{row['img_per_s_device']:.0f}"},
+                    **({"mfu": f"{100 * row['mfu']:.1f}%"} if math.isfinite(row["mfu"]) else {}),
+                )
                 if on_step is not None:
                     on_step(step, core, row)
             done = step + 1
@@ -316,18 +333,52 @@ def train(
     return TrainResult(core, history, run_dir, step, init_encoder)
 
 
+def _step_flops_per_image(cfg: Config) -> float:
+    """Analytic model FLOPs per image of one I-JEPA step at the collator's mean token counts (nan for MAE and
+    Invariant, which flops.py does not model)."""
+    if cfg.method.name != "ijepa":
+        return math.nan
+    from .flops import ijepa_step_flops
+
+    return ijepa_step_flops(cfg).total
+
+
+def _throughput(img_per_s_device: float, flops_per_image: float, device_name: str) -> dict[str, float]:
+    """Per-device images/s, model TFLOP/s and MFU (nan where the device's peak or the FLOPs are unknown)."""
+    from .flops import mfu
+
+    flops_per_s = img_per_s_device * flops_per_image
+    util = mfu(flops_per_s, device_name) if math.isfinite(flops_per_s) else None
+    return {"img_per_s_device": img_per_s_device, "tflops": flops_per_s / 1e12,
+            "mfu": math.nan if util is None else util}  # fmt: skip
+
+
 class _CsvLog:
     """Per-step metrics CSV; on resume, rows after the checkpoint's step are dropped (they will be redone)."""
 
-    FIELDS = ["step", "loss", "lr", "wd", "momentum", "img_per_s", "time"]
+    FIELDS = [
+        "step",
+        "loss",
+        "lr",
+        "wd",
+        "momentum",
+        "img_per_s",
+        "time",
+        "img_per_s_device",
+        "tflops",
+        "mfu",
+    ]
 
     def __init__(self, path: Path, keep_until: int) -> None:
         rows = _read_rows(path, keep_until)
-        self.file = open(path, "w", newline="")  # noqa: SIM115 - closed by close()
+        tmp = path.with_name(path.name + ".tmp")  # rewritten beside and renamed: a crash never loses rows
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in self.FIELDS} for r in rows)
+        os.replace(tmp, path)
+        self.file = open(path, "a", newline="")  # noqa: SIM115 - closed by close()
         self.writer = csv.DictWriter(self.file, fieldnames=self.FIELDS)
-        self.writer.writeheader()
-        self.writer.writerows(rows)
-        self.file.flush()
 
     def write(self, row: dict) -> None:
         self.writer.writerow({k: row[k] for k in self.FIELDS})
@@ -340,10 +391,10 @@ class _CsvLog:
 def _read_rows(path: Path, keep_until: int) -> list[dict]:
     if keep_until <= 0 or not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if int(r["step"]) < keep_until]
+    with open(path, newline="") as f:  # a row cut short by a crash has missing (None) fields: dropped
+        return [r for r in csv.DictReader(f) if None not in r.values() and int(r["step"]) < keep_until]
 
 
 def _read_history(run_dir: Path, keep_until: int) -> list[dict]:
     rows = _read_rows(run_dir / "metrics.csv", keep_until)
-    return [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in rows]
+    return [{k: (int(v) if k == "step" else float(v or "nan")) for k, v in r.items()} for r in rows]

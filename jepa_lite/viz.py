@@ -34,6 +34,7 @@ __all__ = [
     "plot_patches",
     "plot_sincos_positions",
     "plot_curves",
+    "plot_experiment_summary",
 ]
 
 
@@ -598,9 +599,10 @@ def plot_probe_bars(
     *,
     chance: float | None = None,
     title: str | None = None,
+    errors: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Figure:
     """Grouped bars of probe accuracies (%): results = {encoder: {metric: value}}, one group per metric,
-    the legend to the right."""
+    the legend to the right; `errors` (same layout, e.g. std over seeds) draws error bars."""
     names = list(results)
     if not names:
         raise ValueError("results is empty; pass {encoder name: {metric: accuracy}}")
@@ -609,7 +611,8 @@ def plot_probe_bars(
     fig, ax = plt.subplots(figsize=(1.9 * len(metrics) + 3.4, 3.2))
     for k, name in enumerate(names):
         vals = [float(results[name].get(m, np.nan)) for m in metrics]
-        bars = ax.bar(x + (k - (len(names) - 1) / 2) * width, vals, width, label=name)
+        err = [float(errors.get(name, {}).get(m, 0.0)) for m in metrics] if errors else None
+        bars = ax.bar(x + (k - (len(names) - 1) / 2) * width, vals, width, label=name, yerr=err, capsize=2)
         ax.bar_label(bars, labels=[f"{v:.1f}" for v in vals], fontsize=7, padding=2)
     if chance is not None:
         ax.axhline(chance, color="black", ls=":", lw=1, label="chance")
@@ -621,5 +624,37 @@ def plot_probe_bars(
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_experiment_summary(summary: Mapping[str, Sequence[Mapping]], metric: str = "linear_probe") -> Figure:
+    """One panel per experiment group: horizontal bars of `metric` (mean, std over seeds as error bars) for
+    each row of `summary` (the format of `jepa_lite.experiments.summarize`); rows not run are left empty."""
+    groups = [g for g, rows in summary.items() if rows]
+    if not groups:
+        raise ValueError("summary has no groups with rows")
+    n_cols = min(4, len(groups))
+    n_rows = math.ceil(len(groups) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 2.6 * n_rows), squeeze=False)
+    for ax, g in zip(axes.flat, groups, strict=False):
+        rows = list(summary[g])[::-1]  # first row on top
+        means = [r[metric]["mean"] if metric in r else np.nan for r in rows]
+        stds = [r[metric]["std"] if metric in r else 0.0 for r in rows]
+        y = np.arange(len(rows))
+        ax.barh(y, np.nan_to_num(means), xerr=stds, color="tab:blue", alpha=0.8, capsize=2)
+        finite = [m for m in means if not math.isnan(m)]
+        lo = max(0.0, min(finite) - 10) if finite else 0.0
+        ax.set_xlim(lo, max(finite) + 6 if finite else 100)
+        for yi, m, sd in zip(y, means, stds, strict=True):
+            ax.text(lo if math.isnan(m) else m + sd, yi, " not run" if math.isnan(m) else f"  {m:.1f}",
+                    va="center", fontsize=7, color="0.5" if math.isnan(m) else "black")  # fmt: skip
+        ax.set_yticks(y, [r["name"] for r in rows], fontsize=7)
+        ax.set_title(g.replace("_", " "), fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    fig.supxlabel(f"{PROBE_NAMES.get(metric, metric)} (%)", fontsize=9)
     fig.tight_layout()
     return fig

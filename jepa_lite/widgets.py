@@ -1,20 +1,92 @@
-"""The interactive mask explorer of notebook 01: sliders over the multi-block mask geometry.
+"""The interactive explorers of the notebooks: sliders over the mask geometry (01) and the EMA rule (04).
 
-`mask_explorer_data` is the pure function (masks + statistics for one setting, tested directly);
-`mask_explorer` wraps it with `ipywidgets.interactive` and draws overlays and statistics. Headless, the
-widget renders its default once; set `.value` on a child slider to redraw (that is how the tests drive it).
+`mask_explorer_data` and `ema_explorer_data` are the pure functions (tested directly); `mask_explorer` and
+`ema_explorer` wrap them with `ipywidgets.interactive`. Headless, a widget renders its default once; set
+`.value` on a child slider to redraw (that is how the tests drive it). A slider setting that cannot work
+prints a message naming the slider (`check_setting`) in the output area instead of a traceback.
 """
 
 from __future__ import annotations
+
+import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from .masks import masks_to_grid, sample_masks
+from .masks import _check_int, _check_range, block_size, masks_to_grid, sample_masks
 from .viz import plot_mask_grid
 
-__all__ = ["mask_explorer_data", "format_stats", "mask_explorer"]
+__all__ = ["check_setting", "mask_explorer_data", "format_stats", "mask_explorer"]
+
+
+LABELS = dict(
+    grid="grid size",
+    target_scale="target scale",
+    target_aspect="target aspect",
+    n_targets="targets M",
+    context_scale="context scale",
+)  # the sliders' labels: messages name a setting the way the reader sees it
+MIN_CONTEXT = 4  # sample_masks' default: the fewest context patches a draw may leave
+
+
+def check_setting(
+    grid: int = 8,
+    *,
+    target_scale: tuple[float, float] = (0.15, 0.2),
+    target_aspect: tuple[float, float] = (0.75, 1.5),
+    n_targets: int = 4,
+    context_scale: tuple[float, float] = (0.85, 1.0),
+    min_context: int = MIN_CONTEXT,
+) -> tuple[str | None, list[str]]:
+    """Check an explorer setting before sampling, in the sliders' words: `(error or None, notes)`.
+
+    Errors are settings no draw can satisfy (a value out of range, a context block smaller than
+    `min_context`, a target block that always swallows the context); notes are settings that work but not
+    as the slider says (a block too tall or wide for the grid is clipped to it).
+    """
+    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
+        return f"{LABELS['grid']} = {grid!r} must be an int >= 2", []
+    try:
+        ts = _check_range(LABELS["target_scale"], target_scale)
+        ta = _check_range(LABELS["target_aspect"], target_aspect, upper=None)
+        cs = _check_range(LABELS["context_scale"], context_scale)
+        _check_int(LABELS["n_targets"], n_targets, 1)
+    except ValueError as err:
+        return str(err), []
+    H = W = grid
+    hc, wc = block_size(cs[1], 1.0, grid)  # the largest context block (aspect 1)
+    if hc * wc < min_context:
+        patches = f"{hc * wc} patch" + ("es" if hc * wc > 1 else "")
+        return (
+            f"{LABELS['context_scale']} up to {cs[1]:.2f} gives a context block of at most {hc}x{wc} = "
+            f"{patches} on the {H}x{W} grid, fewer than the {min_context} context patches a draw needs: "
+            f"raise {LABELS['context_scale']} or {LABELS['grid']}."
+        ), []
+    # Best case: one target block (the others may overlap it) placed to cut as little as possible out of
+    # the largest context block. The cut only grows with the block's h and w, so the smallest h (low scale,
+    # low aspect) and smallest w (low scale, high aspect) bound it from below, even if never drawn together:
+    # if even that leaves < min_context, no draw can work (an error here is never a false alarm).
+    h, w = block_size(ts[0], ta[0], grid)[0], block_size(ts[0], ta[1], grid)[1]
+    best = hc * wc - max(0, h + hc - H) * max(0, w + wc - W)
+    if best < min_context:
+        return (
+            f"{LABELS['target_scale']} {ts[0]:.2f}-{ts[1]:.2f} gives target blocks of at least {h}x{w} that leave "
+            f"at most {best} of the context block's patches on the {H}x{W} grid, fewer than the "
+            f"{min_context} a draw needs: lower {LABELS['target_scale']}, or raise {LABELS['context_scale']} "
+            f"or {LABELS['grid']}."
+        ), []
+    notes = []
+    tall = math.sqrt(ts[1] * H * W * ta[1])
+    wide = math.sqrt(ts[1] * H * W / ta[0])
+    if round(tall) > H or round(wide) > W:
+        notes.append(
+            f"{LABELS['target_scale']} up to {ts[1]:.2f} with {LABELS['target_aspect']} "
+            f"{ta[0]:.2f}-{ta[1]:.2f} asks for blocks up to {round(tall)} rows or {round(wide)} columns, "
+            f"more than the {H}x{W} grid has: they are clipped to the grid, so they cover less than the scale says."
+        )
+    return None, notes
 
 
 def mask_explorer_data(
@@ -32,25 +104,40 @@ def mask_explorer_data(
     Returns a dict with `context_idx [B, Kc]`, `target_idx [B, M, Kt]`, `grid (H, W)` and the statistics
     `context_len` (Kc), `target_len` (Kt), `block_h`/`block_w` (target block size, shared by the batch),
     `context_fraction` (Kc / N), `target_fraction` (patches in any target / N, mean over the batch),
-    `coverage` [H, W] (how often each patch is in the context) and `error` (None, or a readable message
-    when the setting is invalid, in which case the masks are None).
+    `coverage` [H, W] (how often each patch is in the context), `notes` (list of remarks, see
+    `check_setting`) and `error` (None, or a readable message naming the setting when it is invalid, in
+    which case the masks are None). Never raises for a bad setting: the widget shows the message.
     """
     out = dict(grid=(grid, grid) if isinstance(grid, int) else tuple(grid), context_idx=None, target_idx=None)
+    out["notes"] = []
+    if not isinstance(batch_size, int) or batch_size < 1:
+        out["error"] = f"ValueError: batch_size={batch_size!r} must be an int >= 1"
+        return out
+    kwargs = dict(target_scale=target_scale, target_aspect=target_aspect, n_targets=n_targets)
+    error, out["notes"] = check_setting(grid, context_scale=context_scale, **kwargs)
+    if error:
+        out["error"] = error
+        return out
+    g = torch.Generator().manual_seed(int(seed))
     try:
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be an int >= 1")
-        g = torch.Generator().manual_seed(int(seed))
         context_idx, target_idx = sample_masks(
             batch_size,
             grid,
-            n_targets=n_targets,
-            target_scale=tuple(target_scale),
-            target_aspect=tuple(target_aspect),
             context_scale=tuple(context_scale),
+            min_context=MIN_CONTEXT,
             generator=g,
+            **kwargs,
         )
-    except (ValueError, RuntimeError) as err:
-        out["error"] = f"{type(err).__name__}: {err}"
+    except ValueError as err:  # check_setting should have caught it; still a message, not a traceback
+        out["error"] = f"ValueError: {err}"
+        return out
+    except RuntimeError as err:  # the draws failed by chance: too many or too large targets
+        out["error"] = (
+            f"{LABELS['n_targets']} = {n_targets} target blocks with {LABELS['target_scale']} "
+            f"{target_scale[0]:.2f}-{target_scale[1]:.2f} keep covering the context block: some draws leave "
+            f"fewer than {MIN_CONTEXT} context patches. Lower {LABELS['n_targets']} or "
+            f"{LABELS['target_scale']}, or raise {LABELS['context_scale']}.\n({type(err).__name__}: {err})"
+        )
         return out
     H, W = out["grid"]
     n = H * W
@@ -73,24 +160,38 @@ def mask_explorer_data(
 
 
 def format_stats(data: dict) -> str:
-    """One readable paragraph of the statistics from `mask_explorer_data` (or its error message)."""
+    """The statistics from `mask_explorer_data` in two readable lines (or its error message), notes last."""
     if data.get("error"):
         return f"Invalid setting, nothing drawn.\n{data['error']}"
     H, W = data["grid"]
-    return (
+    text = (
         f"grid {H}x{W} = {H * W} patches | {data['target_idx'].shape[1]} target blocks of "
-        f"{data['block_h']}x{data['block_w']} = {data['target_len']} patches | context Kc = "
+        f"{data['block_h']}x{data['block_w']} = {data['target_len']} patches\ncontext Kc = "
         f"{data['context_len']} ({data['context_fraction']:.0%} of the grid) | targets cover "
         f"{data['target_fraction']:.0%} of an image on average"
     )
+    return "\n".join([text, *(f"Note: {n}" for n in data.get("notes", []))])
+
+
+def _print_wrapped(text: str, width: int = 100) -> None:
+    """Print with lines wrapped at spaces: the output area would otherwise break words at its edge."""
+    print("\n".join(textwrap.fill(line, width) for line in text.splitlines()))
 
 
 def _draw(data: dict, images: Tensor | None, n_show: int) -> None:
-    print(format_stats(data))
+    _print_wrapped(format_stats(data))
     if data.get("error"):
         return
-    same_grid = images is not None and images.shape[-1] % data["grid"][1] == 0
-    shown = images[:n_show] if same_grid else None
+    H, W = data["grid"]
+    shown = None
+    if images is not None:
+        if images.shape[-2] % H == 0 and images.shape[-1] % W == 0:
+            shown = images[:n_show]
+        else:
+            _print_wrapped(
+                f"Note: images of {images.shape[-2]}x{images.shape[-1]} px do not split into a {H}x{W} grid "
+                f"of patches, so the masks are drawn without them."
+            )
     fig = plot_mask_grid(
         data["context_idx"], data["target_idx"], data["grid"], images=shown, n=n_show, ncols=n_show
     )
@@ -103,19 +204,25 @@ def mask_explorer(images: Tensor | None = None, *, n_show: int = 4, batch_size: 
     number of targets, context scale and grid size; overlays on `images` [B, C, H, W] if given.
 
     The returned widget's `.result` is the latest `mask_explorer_data` dict; its children are the sliders
-    (in the order above) and the output area (fixed height).
+    (in the order above) and the output area (fixed height). A setting no draw can satisfy shows a message
+    naming the slider instead of a figure; bad arguments to this function raise ValueError at once.
     """
     import ipywidgets as w
 
+    _check_int("batch_size", batch_size, 1)
+    _check_int("n_show", n_show, 1, 16)
+    if images is not None and (not isinstance(images, Tensor) or images.ndim != 4 or len(images) < n_show):
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images {shape} must be a tensor [B, C, H, W] with B >= n_show={n_show}")
     style = dict(description_width="110px")
     layout = w.Layout(width="460px")
     common = dict(continuous_update=False, style=style, layout=layout)
     sliders = dict(
-        target_scale=w.FloatRangeSlider(value=(0.15, 0.2), min=0.02, max=0.6, step=0.01, description="target scale", **common),
-        target_aspect=w.FloatRangeSlider(value=(0.75, 1.5), min=0.2, max=4.0, step=0.05, description="target aspect", **common),
-        n_targets=w.IntSlider(value=4, min=1, max=8, description="targets M", **common),
-        context_scale=w.FloatRangeSlider(value=(0.85, 1.0), min=0.2, max=1.0, step=0.01, description="context scale", **common),
-        grid=w.IntSlider(value=8, min=2, max=16, description="grid size", **common),
+        target_scale=w.FloatRangeSlider(value=(0.15, 0.2), min=0.02, max=0.6, step=0.01, description=LABELS["target_scale"], **common),
+        target_aspect=w.FloatRangeSlider(value=(0.75, 1.5), min=0.2, max=4.0, step=0.05, description=LABELS["target_aspect"], **common),
+        n_targets=w.IntSlider(value=4, min=1, max=8, description=LABELS["n_targets"], **common),
+        context_scale=w.FloatRangeSlider(value=(0.85, 1.0), min=0.2, max=1.0, step=0.01, description=LABELS["context_scale"], **common),
+        grid=w.IntSlider(value=8, min=2, max=16, description=LABELS["grid"], **common),
     )  # fmt: skip
 
     def update(target_scale, target_aspect, n_targets, context_scale, grid):
@@ -176,6 +283,7 @@ def ema_explorer_data(
         window=math.inf if momentum == 1.0 else 1.0 / (1.0 - momentum),
         lag=int(reached[0]) + 1 if len(reached) else None,
         noise_left=float(before.std()),
+        error=None,
     )
 
 
@@ -190,13 +298,16 @@ def format_ema_stats(data: dict) -> str:
 
 def ema_explorer(*, n_steps: int = 600, jump_at: int = 100, seed: int = 0):
     """An `ipywidgets.interactive` over `ema_explorer_data`: sliders for the momentum and the noise; redraws
-    the noisy signal and its EMA. `.result` is the latest data dict; children: the two sliders, the output."""
+    the noisy signal and its EMA. `.result` is the latest data dict; children: the two sliders, the output.
+    A bad value reaching the callback shows a message naming it; bad arguments here raise ValueError."""
     import ipywidgets as w
 
     from .viz import plot_ema_trace
 
+    _check_int("n_steps", n_steps, 3)
+    _check_int("jump_at", jump_at, 2, n_steps - 1)
     common = dict(
-        continuous_update=False, style=dict(description_width="90px"), layout=w.Layout(width="460px")
+        continuous_update=False, style=dict(description_width="110px"), layout=w.Layout(width="480px")
     )
     sliders = dict(
         momentum=w.FloatSlider(value=0.9, min=0.0, max=0.999, step=0.001, readout_format=".3f", description="momentum m", **common),
@@ -204,9 +315,19 @@ def ema_explorer(*, n_steps: int = 600, jump_at: int = 100, seed: int = 0):
     )  # fmt: skip
 
     def update(momentum, noise):
-        data = ema_explorer_data(momentum, noise=noise, n_steps=n_steps, jump_at=jump_at, seed=seed)
+        try:
+            data = ema_explorer_data(
+                float(momentum), noise=float(noise), n_steps=n_steps, jump_at=jump_at, seed=seed
+            )
+        except (TypeError, ValueError) as err:  # only reachable from code: the sliders clamp their values
+            _print_wrapped(
+                f"Invalid setting, nothing drawn.\nmomentum m = {momentum!r}, noise std = {noise!r}: {err}"
+            )
+            return dict(momentum=momentum, noise=noise, error=str(err))
         print(format_ema_stats(data))
-        fig = plot_ema_trace(data["signal"], {f"EMA, m = {momentum:.3f}": data["ema"]}, clean=data["clean"])
+        fig = plot_ema_trace(
+            data["signal"], {f"EMA, m = {data['momentum']:.3f}": data["ema"]}, clean=data["clean"]
+        )
         plt.show()
         plt.close(fig)
         return data

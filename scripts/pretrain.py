@@ -24,7 +24,13 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from jepa_lite.config import apply_overrides, config_to_dict, list_configs, load_config  # noqa: E402
+from jepa_lite.config import (  # noqa: E402
+    apply_overrides,
+    check_config,
+    config_to_dict,
+    list_configs,
+    load_config,
+)
 
 # What each method needs of the batch unless the user says otherwise: MAE masks 75% of patches at random.
 METHOD_PRESETS = {"ijepa": [], "invariant": [], "mae": ["mask.strategy=random", "mask.target_ratio=0.75"]}
@@ -74,7 +80,7 @@ def resolve_config(args: argparse.Namespace):
         cfg.name = f"{cfg.name}-{method}"
     if args.out:
         cfg.out_dir = args.out
-    return cfg
+    return check_config(cfg)
 
 
 # Training-set sizes for --dry-run, which touches no data; 'imagefolder' assumes ImageNet-1k's train split.
@@ -114,20 +120,28 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.dry_run:
         return dry_run(cfg, args.world_size or int(os.environ.get("WORLD_SIZE", "1")))
 
-    from jepa_lite.checkpoint import export_weights
+    from jepa_lite.checkpoint import export_weights, latest_checkpoint
     from jepa_lite.data import build_dataset
     from jepa_lite.evaluate import evaluate_encoder, evaluate_features, pixel_features
     from jepa_lite.train import make_accelerator, train
 
-    acc = make_accelerator(cfg)
     run_dir = Path(cfg.out_dir) / cfg.name
+    resume = args.resume
+    if resume == "auto":  # every process resolves it before any process can write a new checkpoint
+        resume = latest_checkpoint(run_dir)
+        auto = f"resuming from {resume}" if resume else f"no complete checkpoint in {run_dir}: starting fresh"
+    elif resume is not None and not Path(resume).is_dir():
+        raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder (or use --resume auto)")
+    acc = make_accelerator(cfg)
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         print(f"run {cfg.name}: {cfg.method.name} on {cfg.data.name}, {acc.num_processes} process(es) on "
               f"{acc.device}, precision {acc.mixed_precision}, writing {run_dir}")  # fmt: skip
+        if args.resume == "auto":
+            print(f"--resume auto: {auto}", flush=True)
     t0 = time.perf_counter()
-    result = train(cfg, run_dir=run_dir, resume=args.resume, accelerator=acc, progress=not args.quiet)
+    result = train(cfg, run_dir=run_dir, resume=resume, accelerator=acc, progress=not args.quiet)
     train_s = time.perf_counter() - t0
     acc.wait_for_everyone()
     if not acc.is_main_process:

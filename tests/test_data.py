@@ -479,3 +479,57 @@ def test_build_dataset_validates_arguments():
         build_dataset("shapes", crop_scale=(0.8, 0.3))
     with pytest.raises(ValueError, match="limit"):
         build_dataset("shapes", limit=-1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# image folders: corrupt files are skipped and counted, every image mode becomes RGB
+
+
+def _modes_folder(folder: Path) -> Path:
+    (folder / "a").mkdir(parents=True)
+    rgb = Image.new("RGB", (12, 10), (200, 30, 60))
+    rgb.convert("L").save(folder / "a" / "gray.png")
+    rgb.convert("LA").save(folder / "a" / "gray_alpha.png")
+    Image.new("RGBA", (12, 10), (200, 30, 60, 0)).save(folder / "a" / "rgba.png")
+    rgb.convert("P").save(folder / "a" / "palette.png")
+    pal = rgb.convert("P")
+    pal.info["transparency"] = 0
+    pal.save(folder / "a" / "palette_transparent.png", transparency=0)
+    rgb.convert("CMYK").save(folder / "a" / "cmyk.jpg")
+    Image.fromarray(np.full((10, 12), 40000, dtype=np.uint16)).save(folder / "a" / "gray16.png")
+    rgb.save(folder / "a" / "rgb.bmp")
+    return folder
+
+
+def test_image_folder_converts_every_mode_to_rgb(tmp_path, recwarn):
+    ds = build_dataset("imagefolder", root=_modes_folder(tmp_path / "modes"), image_size=8, train=False)
+    assert len(ds) == 8 and not ds.skipped
+    for i in range(len(ds)):
+        x, y = ds[i]
+        assert x.shape == (3, 8, 8) and torch.isfinite(x).all() and y == 0
+    gray16 = data.load_rgb(tmp_path / "modes" / "a" / "gray16.png")
+    assert gray16.getpixel((0, 0)) == (156, 156, 156)  # 40000 / 257, not clipped to white
+    assert not [w for w in recwarn if "Palette" in str(w.message)]  # transparency handled, no PIL warning
+
+
+def test_corrupt_images_are_skipped_and_counted_with_a_warning(tmp_path):
+    root = _png_folder(tmp_path / "pets")
+    (root / "cat" / "empty.png").write_bytes(b"")
+    (root / "dog" / "page.jpg").write_bytes(b"<html>404 not found</html>")
+    with pytest.warns(UserWarning, match=r"skipped 2 unreadable image file\(s\) of 8 .*first: .*empty\.png"):
+        ds = build_dataset("imagefolder", root=root, image_size=8)
+    assert len(ds) == 6 and len(ds.skipped) == 2 and ds.targets.count(1) == 3
+
+
+def test_truncated_image_is_replaced_by_the_next_with_a_warning(tmp_path):
+    root = _png_folder(tmp_path / "pets")
+    bad = root / "cat" / "0.png"
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    big.save(bad)
+    bad.write_bytes(bad.read_bytes()[:200])  # the header survives, the pixels do not
+    ds = build_dataset("imagefolder", root=root, image_size=8, train=False)
+    assert len(ds) == 6  # the header scan cannot tell
+    with pytest.warns(UserWarning, match=r"skipping unreadable image file .*0\.png .*1 skipped so far"):
+        x, y = ds[0]
+    assert x.shape == (3, 8, 8) and y == 0 and ds.skipped == [str(bad)]
+    assert torch.equal(ds[0][0], ds[1][0])  # deterministic: always the next readable image

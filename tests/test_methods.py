@@ -73,6 +73,10 @@ def test_collapse_lab_target_modes():
     g_online = online.context_encoder.blocks[0].attn.qkv.weight.grad
     g_stop = stop.context_encoder.blocks[0].attn.qkv.weight.grad
     assert not torch.allclose(g_online, g_stop)
+    # the probes must read the network that trains: the (never-updated) target copy only in EMA mode
+    assert online.eval_encoder is online.context_encoder and stop.eval_encoder is stop.context_encoder
+    ema = ijepa()
+    assert ema.eval_encoder is ema.target_encoder and ema.target_encoder is not ema.context_encoder
     with pytest.raises(ValueError, match="target_mode"):
         ijepa(target_mode="nope")
 

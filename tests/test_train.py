@@ -117,3 +117,26 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
     data.x[:] = float("nan")
     with pytest.raises(FloatingPointError, match="at step 0"):
         train(tiny_config(), dataset=data, progress=False)
+
+
+def test_throughput_logs_per_device_images_model_flops_and_mfu(tmp_path):
+    import csv
+    import math
+
+    from jepa_lite.flops import ijepa_step_flops
+    from jepa_lite.train import _throughput
+
+    cfg = tiny_config("optim.max_steps=2")
+    train(cfg, dataset=Blobs(), run_dir=tmp_path, progress=False)
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    per_image = ijepa_step_flops(cfg).total
+    for r in rows:
+        ips = float(r["img_per_s_device"])
+        assert ips == pytest.approx(float(r["img_per_s"]))  # one process: per device == global
+        assert float(r["tflops"]) == pytest.approx(ips * per_image / 1e12, rel=1e-6)
+        assert math.isnan(float(r["mfu"]))  # a CPU has no bf16 peak in flops.PEAK_BF16_FLOPS
+    # on a GPU with a known peak, MFU = achieved model FLOP/s / peak (H100 SXM: 989 TFLOP/s dense bf16)
+    h100 = _throughput(1000.0, 4e11, "NVIDIA H100 80GB HBM3")
+    assert h100["tflops"] == pytest.approx(400.0) and h100["mfu"] == pytest.approx(400e12 / 989e12, rel=1e-3)
+    assert math.isnan(_throughput(1000.0, math.nan, "NVIDIA H100 80GB HBM3")["mfu"])  # MAE/Invariant: unknown

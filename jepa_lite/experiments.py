@@ -1,0 +1,372 @@
+"""The course's experiment grid: the paper's comparisons and ablations, each row one change to the default run.
+
+Every row trains `fmnist_vit_tiny` with `jepa_lite.train` (same steps, same encoder) plus its dotted overrides,
+then probes the frozen, average-pooled encoder: linear probe, k-NN, 1% low-shot and RankMe on Fashion-MNIST,
+and, like the paper's Clevr/Count and Clevr/Dist columns, a transfer probe of object count and position on
+ShapesWorld (rendered in 28-px grey so the Fashion-MNIST encoder can read it). `scripts/reproduce.py` runs the
+grid and writes `results/`; notebook 06 reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import Config, apply_overrides, config_to_dict, load_config
+from .evaluate import evaluate_features, extract_features, linear_probe, pixel_features, rankme
+
+METRICS = ("linear_probe", "knn", "low_shot", "rankme", "count", "position")
+MAE_PRESET = ("method.name=mae", "mask.strategy=random", "mask.target_ratio=0.75")  # as scripts/pretrain.py
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a results table: a name, the overrides that make it from the base config, and its seeds."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+    seeds: int = 1
+
+
+# The paper's tables at course scale. A row without overrides is the default I-JEPA run (shared across groups).
+GROUPS: dict[str, list[Row]] = {
+    "architectures": [
+        Row("I-JEPA", (), 3),
+        Row("MAE", MAE_PRESET, 3),
+        Row("Invariant (InfoNCE)", ("method.name=invariant",), 3),
+    ],
+    "masking": [
+        Row("multi-block"),
+        Row("rasterized", ("mask.strategy=rasterized",)),
+        Row("block", ("mask.strategy=block",)),
+        Row("random", ("mask.strategy=random",)),
+    ],
+    "target_scale": [
+        Row("0.075-0.1", ("mask.target_scale=[0.075,0.1]",)),
+        Row("0.15-0.2"),
+        Row("0.25-0.3", ("mask.target_scale=[0.25,0.3]",)),
+    ],
+    "context_scale": [
+        Row("0.4-0.5", ("mask.context_scale=[0.4,0.5]",)),
+        Row("0.65-0.75", ("mask.context_scale=[0.65,0.75]",)),
+        Row("0.85-1.0"),
+    ],
+    "n_targets": [
+        Row("1", ("mask.n_targets=1",)),
+        Row("2", ("mask.n_targets=2",)),
+        Row("4"),
+    ],
+    "targets_pixels_vs_repr": [
+        Row("representations (I-JEPA)"),
+        Row("pixels (MAE loss, multi-block masks)", ("method.name=mae",)),
+    ],
+    "collapse": [
+        Row("EMA target"),
+        Row("online target, stop-gradient", ("method.target_mode=online_stopgrad",)),
+        Row("online target, no stop-gradient", ("method.target_mode=online",)),
+    ],
+    "predictor": [
+        Row("depth 1", ("model.predictor_depth=1",)),
+        Row("depth 3", ()),
+        Row("depth 6", ("model.predictor_depth=6",)),
+        Row("width 48", ("model.predictor_dim=48",)),
+        Row("width 384", ("model.predictor_dim=384",)),
+    ],
+}
+
+# What the quick mode (CI, notebooks' quick runs) changes: tiny data, a few steps, small probes.
+QUICK = ("data.limit=512", "optim.global_batch=64", "optim.max_steps=3", "optim.warmup_epochs=0",
+         "eval.train_limit=300", "eval.test_limit=150", "eval.low_shot_per_class=10")  # fmt: skip
+SHAPES_SIZES = {"full": (10_000, 2_000), "quick": (200, 100)}
+QUICK_SEEDS = 2  # quick mode caps every row at two seeds (enough to exercise mean ± std)
+
+
+def run_key(overrides: Iterable[str], seed: int) -> str:
+    """Folder-safe identity of a run: the same overrides (in any order) and seed share one run."""
+    text = json.dumps(sorted(overrides)) + f"|seed={seed}"
+    return f"seed{seed}-" + hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def make_config(
+    overrides: Iterable[str], seed: int, *, quick: bool = False, base: str = "fmnist_vit_tiny"
+) -> Config:
+    """The base config with a row's overrides, the seed and (quick) the tiny budget applied."""
+    cfg = load_config(base)
+    apply_overrides(cfg, [*overrides, f"seed={seed}", *(QUICK if quick else ())])
+    return cfg
+
+
+def planned_runs(groups: Iterable[str], *, seeds: int | None = None) -> list[tuple[tuple[str, ...], int]]:
+    """Unique (overrides, seed) pairs needed by `groups`, in table order; `seeds` caps every row's seeds."""
+    seen, runs = set(), []
+    for g in groups:
+        if g not in GROUPS:
+            raise ValueError(f"unknown experiment group {g!r}; choose from {', '.join(GROUPS)}")
+        for row in GROUPS[g]:
+            for s in range(min(row.seeds, seeds) if seeds else row.seeds):
+                key = run_key(row.overrides, s)
+                if key not in seen:
+                    seen.add(key)
+                    runs.append((row.overrides, s))
+    return runs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# probes
+
+
+class ProbeSets:
+    """The frozen-feature evaluation data of the grid, built once: Fashion-MNIST train/test and ShapesWorld."""
+
+    def __init__(self, cfg: Config, *, quick: bool = False) -> None:
+        from .data import ShapesWorld, build_dataset
+
+        kw = dict(image_size=cfg.data.image_size, root=cfg.data.root)
+        self.train = build_dataset(cfg.data.name, train=True, limit=cfg.eval.train_limit, **kw)
+        self.test = build_dataset(cfg.data.name, train=False, limit=cfg.eval.test_limit, **kw)
+        n_train, n_test = SHAPES_SIZES["quick" if quick else "full"]
+        grey = _to_grey(cfg.data.image_size)
+        self.shapes_train = ShapesWorld(n_train, seed=0, transform=grey)
+        self.shapes_test = ShapesWorld(n_test, seed=1, transform=grey)
+        self.per_class = cfg.eval.low_shot_per_class
+        self.batch_size = cfg.eval.batch_size
+
+    def evaluate(self, encoder: nn.Module, *, progress: bool = False) -> dict[str, float]:
+        """All six metrics of a frozen encoder (accuracies in %)."""
+        kw = dict(batch_size=self.batch_size, progress=progress)
+        out = evaluate_features(*extract_features(encoder, self.train, **kw),
+                                *extract_features(encoder, self.test, **kw), per_class=self.per_class)  # fmt: skip
+        sx, _ = extract_features(encoder, self.shapes_train, **kw)
+        tx, _ = extract_features(encoder, self.shapes_test, **kw)
+        out.update(self._shapes_probes(sx, tx))
+        return out
+
+    def evaluate_pixels(self) -> dict[str, float]:
+        """The same metrics on raw pixels, the no-learning baseline."""
+        out = evaluate_features(
+            *pixel_features(self.train), *pixel_features(self.test), per_class=self.per_class
+        )
+        sx = torch.stack([self.shapes_train[i][0] for i in range(len(self.shapes_train))]).flatten(1)
+        tx = torch.stack([self.shapes_test[i][0] for i in range(len(self.shapes_test))]).flatten(1)
+        out.update(self._shapes_probes(sx, tx))
+        return out
+
+    def _shapes_probes(self, train_x: Tensor, test_x: Tensor) -> dict[str, float]:
+        a, b = self.shapes_train, self.shapes_test
+        return {"count": linear_probe(train_x, a.counts - 1, test_x, b.counts - 1),
+                "position": linear_probe(train_x, a.positions, test_x, b.positions)}  # fmt: skip
+
+
+def _to_grey(size: int) -> Callable[[Tensor], Tensor]:
+    """ShapesWorld colour image [3, 32, 32] -> one grey channel [1, size, size] (channel mean, antialiased)."""
+
+    def grey(img: Tensor) -> Tensor:
+        g = img.mean(dim=0, keepdim=True)
+        return F.interpolate(
+            g[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )[0]
+
+    return grey
+
+
+# ----------------------------------------------------------------------------------------------------------
+# running
+
+
+def rankme_probe(images: Tensor, every: int) -> Callable[[int, nn.Module, dict], None]:
+    """An `on_step` callback that adds `rankme` of the eval encoder on fixed `images` every `every` steps."""
+
+    def on_step(step: int, method: nn.Module, row: dict) -> None:
+        if (step + 1) % every == 0 or step == 0:
+            enc = method.eval_encoder
+            was = enc.training
+            enc.eval()
+            with torch.inference_mode():
+                feats = enc(images.to(next(enc.parameters()).device)).mean(dim=1)
+            enc.train(was)
+            row["rankme"] = rankme(feats.float())
+
+    return on_step
+
+
+def run_one(
+    overrides: tuple[str, ...],
+    seed: int,
+    probes: ProbeSets,
+    *,
+    work_dir: str | Path,
+    quick: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Train one row of the grid (resuming from `work_dir/<key>` if a checkpoint is there) and probe it.
+
+    Returns a JSON-able dict: key, overrides, seed, steps, train/eval seconds, the six metrics, the RankMe
+    curve, and for plain I-JEPA rows also `init` (the same metrics of the encoder at initialisation)."""
+    from .train import train
+
+    cfg = make_config(overrides, seed, quick=quick)
+    key = run_key(overrides, seed)
+    cfg.ckpt_every = 0 if quick else 50
+    cfg.keep_last = 1
+    curve_images = torch.stack([probes.test[i][0] for i in range(min(512, len(probes.test)))])  # RankMe curve
+    t0 = time.perf_counter()
+    result = train(cfg, run_dir=Path(work_dir) / key, resume="auto", progress=progress,
+                   on_step=rankme_probe(curve_images, every=max(1, _total_steps(cfg) // 10)))  # fmt: skip
+    train_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    out = {"key": key, "overrides": list(overrides), "seed": seed, "method": cfg.method.name,
+           "steps": result.step, "train_seconds": round(train_s, 1), "config": config_to_dict(cfg)}  # fmt: skip
+    out.update(probes.evaluate(result.method.eval_encoder, progress=progress))
+    if not overrides and result.init_encoder is not None:
+        out["init"] = probes.evaluate(result.init_encoder, progress=progress)
+    out["eval_seconds"] = round(time.perf_counter() - t1, 1)
+    out["rankme_curve"] = [(r["step"], r["rankme"]) for r in result.history if "rankme" in r]
+    out["final_loss"] = result.history[-1]["loss"] if result.history else math.nan
+    return out
+
+
+def run_grid(
+    groups: Iterable[str],
+    out: str | Path,
+    *,
+    quick: bool = False,
+    seeds: int | None = None,
+    max_runs: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run every planned run of `groups` not yet in `out/runs/` (one JSON each), then write and return the summary.
+
+    Killed runs resume from `out/.work/<key>` (checkpoints every 50 steps, deleted once the run's JSON exists);
+    `max_runs` stops after that many new runs. Raw pixels are probed once into `out/pixels.json`."""
+    import shutil
+
+    groups = list(groups)
+    out = Path(out)
+    run_dir, work = out / "runs", out / ".work"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = planned_runs(groups, seeds=seeds)
+    todo = [(o, s) for o, s in plan if not (run_dir / f"{run_key(o, s)}.json").exists()]
+    print(
+        f"{len(plan)} runs planned for {', '.join(groups)}; {len(plan) - len(todo)} done, {len(todo)} to do"
+    )
+    todo = todo[:max_runs] if max_runs is not None else todo
+    need_pixels = "architectures" in groups and not (out / "pixels.json").exists()
+    probes = ProbeSets(make_config((), 0, quick=quick), quick=quick) if todo or need_pixels else None
+    if need_pixels:
+        write_json(out / "pixels.json", probes.evaluate_pixels())
+    for i, (overrides, seed) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {' '.join(overrides) or 'default'} seed {seed}", flush=True)
+        result = run_one(overrides, seed, probes, work_dir=work, quick=quick, progress=progress)
+        write_json(run_dir / f"{result['key']}.json", result)
+        shutil.rmtree(work / result["key"], ignore_errors=True)
+        print(f"    linear probe {result['linear_probe']:.1f}, k-NN {result['knn']:.1f}, low-shot "
+              f"{result['low_shot']:.1f}, RankMe {result['rankme']:.2f}, count {result['count']:.1f}, position "
+              f"{result['position']:.1f} ({result['train_seconds'] + result['eval_seconds']:.0f} s)", flush=True)  # fmt: skip
+    pixels = json.loads((out / "pixels.json").read_text()) if (out / "pixels.json").exists() else None
+    return summarize(load_runs(run_dir), pixels, groups, seeds=seeds)
+
+
+def load_runs(run_dir: str | Path) -> dict[str, dict]:
+    """Every finished run's JSON in `run_dir`, by key."""
+    runs = {}
+    for f in sorted(Path(run_dir).glob("*.json")):
+        data = json.loads(f.read_text())
+        runs[data["key"]] = data
+    return runs
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically (tmp + rename): a killed run never leaves a half-written result."""
+    import os
+
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def _total_steps(cfg: Config) -> int:
+    from .train import total_steps_of
+
+    n = cfg.data.limit or 60_000
+    return total_steps_of(cfg, n)[1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tables
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    mean = statistics.fmean(values)
+    return {"mean": mean, "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def summarize(
+    runs: dict[str, dict], pixels: dict | None, groups: Iterable[str] = GROUPS, *, seeds: int | None = None
+) -> dict:
+    """results/summary.json: group -> rows of {name, n (seeds done), seeds (planned, capped at `seeds`),
+    metric: {mean, std}}.
+
+    A row whose runs are not all done reports the seeds it has (`n` < `seeds`), and none if it has none.
+    The architectures group also gets the random-init rows (init of every default I-JEPA seed) and raw pixels."""
+    summary: dict[str, list[dict]] = {}
+    for g in groups:
+        rows = []
+        for row in GROUPS[g]:
+            n = min(row.seeds, seeds) if seeds else row.seeds
+            done = [runs[k] for k in (run_key(row.overrides, s) for s in range(n)) if k in runs]
+            rows.append(_row(row.name, done, n))
+        if g == "architectures":
+            n = min(3, seeds) if seeds else 3
+            inits = [runs[k]["init"] for k in (run_key((), s) for s in range(n)) if "init" in runs.get(k, {})]
+            rows.append(_row("random init", inits, n))
+            rows.append(_row("raw pixels", [pixels] if pixels else [], 1))
+        summary[g] = rows
+    return summary
+
+
+def _row(name: str, done: list[dict], seeds: int) -> dict:
+    row = {"name": name, "n": len(done), "seeds": seeds}
+    for m in METRICS:
+        vals = [d[m] for d in done if m in d and math.isfinite(d[m])]
+        if vals:
+            row[m] = _stats(vals)
+    if done and "train_seconds" in done[0]:
+        row["train_minutes"] = round(statistics.fmean(d["train_seconds"] for d in done) / 60, 1)
+    return row
+
+
+def markdown_table(summary: dict) -> str:
+    """The summary as Markdown: one table per group, `mean ± std` (over seeds) per metric."""
+    heads = {"linear_probe": "linear probe", "knn": "k-NN", "low_shot": "1% low-shot", "rankme": "RankMe",
+             "count": "count (Shapes)", "position": "position (Shapes)"}  # fmt: skip
+    lines = []
+    for g, rows in summary.items():
+        lines += [f"### {g}", "", "| row | seeds | " + " | ".join(heads[m] for m in METRICS) + " | train min |",
+                  "|---|---|" + "---|" * (len(METRICS) + 1)]  # fmt: skip
+        for r in rows:
+            cells = [_cell(r.get(m), m) for m in METRICS]
+            seeds = f"{r['n']}/{r['seeds']}"
+            lines.append(
+                f"| {r['name']} | {seeds} | " + " | ".join(cells) + f" | {r.get('train_minutes', '')} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(stat: dict | None, metric: str) -> str:
+    if stat is None:
+        return "not run"
+    digits = 2 if metric == "rankme" else 1
+    if stat["std"] == 0:
+        return f"{stat['mean']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"

@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Run the course's experiment grid (jepa_lite.experiments.GROUPS) and write results/: one JSON per run,
+summary.json, summary.md and summary.png. Runs already done are skipped and a killed run resumes from its
+last checkpoint, so the grid can be spread over several sessions.
+
+    python scripts/reproduce.py                          # the full grid (hours on 2 CPU cores)
+    python scripts/reproduce.py --groups architectures   # one group
+    python scripts/reproduce.py --quick --out /tmp/grid  # tiny budget, every group, a few minutes (CI)
+    python scripts/reproduce.py --summary-only           # rebuild the tables and figure from the JSONs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from jepa_lite import experiments as ex  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--groups", default=",".join(ex.GROUPS), help=f"comma-separated subset of {', '.join(ex.GROUPS)}"
+    )
+    p.add_argument("--out", default="results", help="results folder (default: results)")
+    p.add_argument("--quick", action="store_true", help="tiny budget (a few steps, small probes) for CI")
+    p.add_argument(
+        "--seeds", type=int, default=None, help="cap on seeds per row (default: each row's own; --quick: 2)"
+    )
+    p.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (resume later)")
+    p.add_argument("--summary-only", action="store_true", help="only rebuild summary.json/.md/.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    if unknown := [g for g in groups if g not in ex.GROUPS]:
+        raise SystemExit(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(ex.GROUPS)}")
+    out = Path(args.out)
+    seeds = args.seeds if args.seeds is not None else (ex.QUICK_SEEDS if args.quick else None)
+    if args.summary_only:
+        pixels = json.loads((out / "pixels.json").read_text()) if (out / "pixels.json").exists() else None
+        summary = ex.summarize(ex.load_runs(out / "runs"), pixels, groups, seeds=seeds)
+    else:
+        summary = ex.run_grid(groups, out, quick=args.quick, seeds=seeds, max_runs=args.max_runs,
+                           progress=not args.quiet)  # fmt: skip
+    table = ex.markdown_table(summary)
+    summary["_meta"] = {"quick": args.quick, "groups": groups}
+    ex.write_json(out / "summary.json", summary)
+    mode = "quick mode: a tiny budget, not results" if args.quick else "full mode"
+    head = (f"Written by `python scripts/reproduce.py` ({mode}); accuracies in %, mean ± std over the seeds done "
+            "(done/planned), Fashion-MNIST probes on all 60,000 training / 10,000 test images; rows marked "
+            "'not run' are planned. Rebuild with `python scripts/reproduce.py --summary-only`.\n\n")  # fmt: skip
+    (out / "summary.md").write_text(head + table)
+    plot_summary({g: r for g, r in summary.items() if not g.startswith("_")}, out / "summary.png")
+    print(table)
+    return summary
+
+
+def plot_summary(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jepa_lite.viz import plot_experiment_summary
+
+    plot_experiment_summary(summary).savefig(path, dpi=120, bbox_inches="tight")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The experiment grid: run identity, planning, summaries and the quick grid end to end (scripts/reproduce.py)."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jepa_lite.experiments import (
+    GROUPS,
+    QUICK_SEEDS,
+    make_config,
+    markdown_table,
+    planned_runs,
+    run_key,
+    summarize,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_key_ignores_override_order_but_not_values_or_seed():
+    a = run_key(("mask.n_targets=2", "model.predictor_depth=1"), 0)
+    assert a == run_key(("model.predictor_depth=1", "mask.n_targets=2"), 0)
+    assert a != run_key(("model.predictor_depth=1", "mask.n_targets=2"), 1)
+    assert a != run_key(("model.predictor_depth=1", "mask.n_targets=1"), 0)
+
+
+def test_the_default_run_is_shared_by_every_group_that_has_it():
+    plan = planned_runs(GROUPS)
+    keys = [run_key(o, s) for o, s in plan]
+    assert len(keys) == len(set(keys))
+    defaults = [(o, s) for o, s in plan if not o]
+    assert defaults == [((), 0), ((), 1), ((), 2)]  # three seeds from the architectures group, once each
+    # every non-default row of every group is planned, with its seeds
+    for rows in GROUPS.values():
+        for row in rows:
+            assert all((row.overrides, s) in plan for s in range(row.seeds))
+    assert len(planned_runs(GROUPS, seeds=1)) == len(plan) - 6  # the architectures rows lose two seeds each
+
+
+def test_unknown_group_is_an_error_naming_the_choices():
+    with pytest.raises(ValueError, match="unknown experiment group 'maskin'.*masking"):
+        planned_runs(["maskin"])
+
+
+def test_rows_change_exactly_what_they_say():
+    base = make_config((), 0)
+    raster = make_config(("mask.strategy=rasterized",), 3)
+    assert raster.mask.strategy == "rasterized" and raster.seed == 3 and base.mask.strategy == "multiblock"
+    assert make_config(("mask.target_scale=[0.075,0.1]",), 0).mask.target_scale == (0.075, 0.1)
+    quick = make_config((), 0, quick=True)
+    assert quick.optim.max_steps == 3 and quick.data.limit == 512
+    assert (quick.model, quick.mask, quick.method) == (
+        base.model,
+        base.mask,
+        base.method,
+    )  # same learning content
+    mae = make_config(GROUPS["architectures"][1].overrides, 0)
+    assert (mae.method.name, mae.mask.strategy, mae.mask.target_ratio) == ("mae", "random", 0.75)
+
+
+def _fake(key_overrides, seed, lp, with_init=False):
+    run = {"key": run_key(key_overrides, seed), "linear_probe": lp, "knn": lp - 5, "low_shot": lp - 10,
+           "rankme": 4.0, "count": 50.0, "position": 30.0, "train_seconds": 120.0}  # fmt: skip
+    if with_init:
+        run["init"] = {"linear_probe": 60.0, "knn": 55.0, "low_shot": 50.0, "rankme": 5.0}
+    return run
+
+
+def test_summary_gives_mean_and_std_over_seeds_and_marks_missing_runs():
+    runs = [_fake((), s, lp, with_init=True) for s, lp in enumerate([70.0, 72.0, 74.0])]
+    runs.append(_fake(GROUPS["architectures"][1].overrides, 0, 66.0))
+    summary = summarize({r["key"]: r for r in runs}, {"linear_probe": 84.0}, ["architectures", "masking"])
+    ijepa, mae, inv, init, pixels = summary["architectures"]
+    assert ijepa["n"] == 3 and ijepa["linear_probe"]["mean"] == pytest.approx(72.0)
+    assert ijepa["linear_probe"]["std"] == pytest.approx(2.0)  # sample std of 70, 72, 74
+    assert (mae["n"], mae["seeds"], mae["linear_probe"]["std"]) == (1, 3, 0.0)
+    assert inv["n"] == 0 and "linear_probe" not in inv
+    assert init["name"] == "random init" and init["linear_probe"]["mean"] == 60.0
+    assert pixels["linear_probe"]["mean"] == 84.0
+    assert summary["masking"][0]["n"] == 1 and summary["masking"][1]["n"] == 0
+    table = markdown_table(summary)
+    assert "| I-JEPA | 3/3 | 72.0 ± 2.0 |" in table and "| Invariant (InfoNCE) | 0/3 | not run |" in table
+
+
+@pytest.mark.slow
+def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "reproduce.py"),
+        "--quick",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 300, f"quick grid took {elapsed:.0f} s"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(GROUPS) <= set(summary)
+    for g in GROUPS:
+        assert [r["name"] for r in summary[g]][: len(GROUPS[g])] == [r.name for r in GROUPS[g]]
+        for row in summary[g]:
+            assert row["n"] == row["seeds"], f"{g}/{row['name']} incomplete"
+            assert 0 <= row["linear_probe"]["mean"] <= 100 and row["rankme"]["mean"] >= 1
+    assert len(list((tmp_path / "runs").glob("*.json"))) == len(planned_runs(GROUPS, seeds=QUICK_SEEDS))
+    assert not any((tmp_path / ".work").iterdir())  # checkpoints of finished runs are cleaned up
+    assert (tmp_path / "summary.png").stat().st_size > 10_000
+    md = (tmp_path / "summary.md").read_text()
+    assert "### masking" in md and "| not run |" not in md
+    # a second call finds every run done and trains nothing
+    again = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path)
+    assert f"{len(planned_runs(GROUPS, seeds=QUICK_SEEDS))} done, 0 to do" in again.stdout
