@@ -377,15 +377,21 @@ def feature_std(feats: Tensor) -> float:
 
 
 def evaluate_features(
-    train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, per_class: int = 60
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    per_class: int = 60,
+    max_iter: int = 100,
 ) -> dict[str, float]:
     """All frozen-feature metrics: keys `linear_probe`, `knn`, `low_shot` (accuracies in %) and `rankme`
-    (of the test features)."""
+    (of the test features). `max_iter` bounds the L-BFGS iterations of each probe fit."""
     _check_probe_inputs(train_x, train_y, test_x, test_y)
     return {
-        "linear_probe": linear_probe(train_x, train_y, test_x, test_y),
+        "linear_probe": linear_probe(train_x, train_y, test_x, test_y, max_iter=max_iter),
         "knn": knn_accuracy(train_x, train_y, test_x, test_y),
-        "low_shot": low_shot_probe(train_x, train_y, test_x, test_y, per_class=per_class),
+        "low_shot": low_shot_probe(train_x, train_y, test_x, test_y, per_class=per_class, max_iter=max_iter),
         "rankme": rankme(test_x),
     }
 
