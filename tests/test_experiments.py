@@ -17,6 +17,7 @@ from jepa_lite.experiments import (
     run_key,
     summarize,
 )
+from jepa_lite.train import total_steps_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +61,15 @@ def test_rows_change_exactly_what_they_say():
     )  # same learning content
     mae = make_config(GROUPS["architectures"][1].overrides, 0)
     assert (mae.method.name, mae.mask.strategy, mae.mask.target_ratio) == ("mae", "random", 0.75)
+    # the small-batch budget row sees the same images as the default in 8x more steps, lr scaled by sqrt(batch)
+    rows = {r.name: r for r in GROUPS["training_budget"]}
+    small = make_config(rows["batch 32, 0.8 epochs (1500 steps)"].overrides, 0)
+    (_, steps, _), (_, base_steps, _) = total_steps_of(small, 60_000), total_steps_of(base, 60_000)
+    assert steps == 1500 and abs(steps * 32 - base_steps * 256) / (base_steps * 256) < 0.01
+    assert small.optim.lr == pytest.approx(base.optim.lr * (32 / 256) ** 0.5, rel=0.02)  # rounded to 3.5e-4
+    assert (small.model, small.mask, small.optim.ema) == (base.model, base.mask, base.optim.ema)
+    long = make_config(rows["batch 32, 6 epochs (11250 steps)"].overrides, 0)
+    assert total_steps_of(long, 60_000)[1] == 11250 and long.optim.lr == small.optim.lr
 
 
 def _fake(key_overrides, seed, lp, with_init=False):
