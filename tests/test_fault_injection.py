@@ -167,6 +167,15 @@ def _rows(run_dir: Path) -> int:
         return -1
 
 
+def _kill_early(pid: int, run_dir: Path, rows: int, delay: float) -> None:
+    """SIGKILL after `delay` s, or as soon as metrics.csv reaches `rows` (on a fast host a resumed run near the
+    end could otherwise finish before a fixed delay is up)."""
+    deadline = time.monotonic() + delay
+    while _rows(run_dir) < rows and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGKILL)
+
+
 def _kill_after_rows(pid: int, run_dir: Path, rows: int, delay: float) -> None:
     """SIGKILL `delay` s after metrics.csv reaches `rows` data rows (a step's row precedes its checkpoint)."""
     deadline = time.monotonic() + 60
@@ -190,7 +199,7 @@ def test_sigkill_anywhere_then_resume_auto_equals_an_uninterrupted_run(tmp_path:
     reference = subprocess.Popen([sys.executable, str(SCRIPT), *ARGS], cwd=ref_dir, env=_env(),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     rng = random.Random(SEED)
-    # The plan. "early": SIGKILL a random time after the fork (setup, checkpoint loading, first steps);
+    # The plan. "early": SIGKILL a random time after the fork (setup, checkpoint loading, the first new step);
     # "rows": SIGKILL a random few ms after the run logs its r-th new step (the step's checkpoint write,
     # or the next step); "hook": the run kills itself at a fault point inside its N-th checkpoint write.
     plan: list[tuple] = []
@@ -212,10 +221,11 @@ def test_sigkill_anywhere_then_resume_auto_equals_an_uninterrupted_run(tmp_path:
             done = _complete_checkpoints(run_dir) if run_dir.exists() else []
             expected = _expected_line(done)
             log = tmp_path / f"run{i:03d}.log"
+            logged = _rows(run_dir)
             pid = zygote.start(dut_dir, log, {"JEPA_LITE_KILL_AT": arg[0] if kind == "hook" else ""})
             if kind == "early":
-                time.sleep(arg[0])
-                os.kill(pid, signal.SIGKILL)
+                # a new row: past both the last checkpoint and what the killed run before it logged
+                _kill_early(pid, run_dir, max(logged, *done, 0) + 1, arg[0])
             elif kind == "rows":
                 _kill_after_rows(pid, run_dir, max(done, default=0) + arg[0], arg[1])
             code = zygote.wait()
