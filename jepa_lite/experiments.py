@@ -93,6 +93,9 @@ GROUPS: dict[str, list[Row]] = {
         # the learning rate scaled by sqrt(32/256) from the default's. Then that recipe for ~30 minutes.
         Row("batch 32, 0.8 epochs (1500 steps)", SMALL_BATCH),
         Row("batch 32, 6 epochs (11250 steps)", (*SMALL_BATCH, "optim.epochs=6")),
+        # Fairness: the same small-batch recipe given to the two baselines of the architectures table.
+        Row("MAE, batch 32, 0.8 epochs", (*MAE_PRESET, *SMALL_BATCH)),
+        Row("Invariant, batch 32, 0.8 epochs", ("method.name=invariant", *SMALL_BATCH)),
     ],
 }
 

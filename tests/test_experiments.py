@@ -70,6 +70,13 @@ def test_rows_change_exactly_what_they_say():
     assert (small.model, small.mask, small.optim.ema) == (base.model, base.mask, base.optim.ema)
     long = make_config(rows["batch 32, 6 epochs (11250 steps)"].overrides, 0)
     assert total_steps_of(long, 60_000)[1] == 11250 and long.optim.lr == small.optim.lr
+    # the baselines get exactly the same recipe: only the method (and MAE's own masks) differ
+    for name, method in (
+        ("MAE, batch 32, 0.8 epochs", "mae"),
+        ("Invariant, batch 32, 0.8 epochs", "invariant"),
+    ):
+        other = make_config(rows[name].overrides, 0)
+        assert other.method.name == method and other.optim == small.optim and other.model == small.model
 
 
 def _fake(key_overrides, seed, lp, with_init=False):
