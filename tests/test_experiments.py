@@ -1,5 +1,6 @@
 """The experiment grid: run identity, planning, summaries and the quick grid end to end (scripts/reproduce.py)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -39,7 +40,10 @@ def test_the_default_run_is_shared_by_every_group_that_has_it():
     for rows in GROUPS.values():
         for row in rows:
             assert all((row.overrides, s) in plan for s in range(row.seeds))
-    assert len(planned_runs(GROUPS, seeds=1)) == len(plan) - 6  # the architectures rows lose two seeds each
+    # the 3-seed rows (architectures, masking_batch32) lose two seeds each
+    three_seed_rows = {r.overrides for rows in GROUPS.values() for r in rows if r.seeds == 3}
+    assert len(three_seed_rows) == 7
+    assert len(planned_runs(GROUPS, seeds=1)) == len(plan) - 2 * len(three_seed_rows)
 
 
 def test_unknown_group_is_an_error_naming_the_choices():
@@ -77,6 +81,15 @@ def test_rows_change_exactly_what_they_say():
     ):
         other = make_config(rows[name].overrides, 0)
         assert other.method.name == method and other.optim == small.optim and other.model == small.model
+    # the small-batch masking table: the same run as the small-batch row, only the mask strategy changes;
+    # its multi-block row is that very run (shared, not retrained)
+    masking = GROUPS["masking_batch32"]
+    assert masking[0].overrides == rows["batch 32, 0.8 epochs (1500 steps)"].overrides
+    for row, strategy in zip(masking, ("multiblock", "rasterized", "block", "random"), strict=True):
+        cfg = make_config(row.overrides, 0)
+        assert cfg.mask.strategy == strategy and row.seeds == 3
+        assert (cfg.optim, cfg.model, cfg.method) == (small.optim, small.model, small.method)
+        assert cfg.mask == dataclasses.replace(small.mask, strategy=strategy)
 
 
 def _fake(key_overrides, seed, lp, with_init=False):
@@ -132,3 +145,7 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
     # a second call finds every run done and trains nothing
     again = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path)
     assert f"{len(planned_runs(GROUPS, seeds=QUICK_SEEDS))} done, 0 to do" in again.stdout
+    # running one group rewrites the summary files with every group's rows, not only its own
+    subprocess.run([*cmd, "--groups", "n_targets"], check=True, capture_output=True, text=True, cwd=tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text()).keys() == summary.keys()
+    assert (tmp_path / "summary.md").read_text() == md
