@@ -24,7 +24,10 @@ from jepa_lite import experiments as ex  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--groups", default=",".join(ex.GROUPS), help=f"comma-separated subset of {', '.join(ex.GROUPS)}"
+        "--groups",
+        default=",".join(ex.GROUPS),
+        help=f"groups to run, a comma-separated subset of {', '.join(ex.GROUPS)} "
+        "(the summary files always cover every group)",
     )
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--quick", action="store_true", help="tiny budget (a few steps, small probes) for CI")
