@@ -18,12 +18,19 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 # L2 strengths tried by `linear_probe` (penalty `wd/2 * ||W||^2` added to the mean cross-entropy), the size
-# of the seeded hold-out split used to choose among them, and that split's seed.
-WEIGHT_DECAYS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
+# of the seeded hold-out split used to choose among them, and that split's seed. Pooled features of a trained
+# encoder are nearly separable and want a weak penalty: on a batch-32 I-JEPA encoder the held-out split picks
+# 1e-5 and the probe reads 83.5%, against 82.7% when 1e-4 was the smallest strength offered.
+WEIGHT_DECAYS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 VAL_FRACTION = 0.2  # share of the training features held out for validation ...
 MAX_VAL = 10_000  # ... at most this many
 MAX_SELECT_FIT = 5_000  # the selection probes are fit on at most this many of the remaining features
 SPLIT_SEED = 0
+# L-BFGS budget of one probe fit. A weakly penalised probe on pooled features needs 1000+ iterations (it stops
+# earlier once the loss stops changing); 100 iterations under-rated a batch-32 I-JEPA encoder by 4.5 points
+# (78.2% vs 82.7% with the same L2 strengths), raw pixels not at all (84.7% both).
+MAX_ITER = 5000
+LBFGS_HISTORY = 50  # curvature pairs kept: 50 converges in ~2/3 of the iterations that 10 needs here
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -193,7 +200,7 @@ def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max
             model.parameters(),
             lr=1.0,
             max_iter=max_iter,
-            history_size=10,
+            history_size=LBFGS_HISTORY,
             tolerance_grad=1e-6,
             tolerance_change=1e-9,
             line_search_fn="strong_wolfe",
@@ -215,7 +222,7 @@ def _accuracy(model: nn.Linear, x: Tensor, y: Tensor) -> float:
 
 
 def select_weight_decay(
-    x: Tensor, y: Tensor, num_classes: int, decays: Sequence[float], *, max_iter: int = 100
+    x: Tensor, y: Tensor, num_classes: int, decays: Sequence[float], *, max_iter: int = MAX_ITER
 ) -> float:
     """Choose the L2 strength for a probe on all of `x` [N, D] (standardised) by a seeded hold-out split.
 
@@ -245,12 +252,13 @@ def linear_probe(
     test_y: Tensor,
     *,
     weight_decay: float | Sequence[float] = WEIGHT_DECAYS,
-    max_iter: int = 100,
+    max_iter: int = MAX_ITER,
 ) -> float:
     """Test accuracy (%) of a multinomial logistic-regression probe on standardised frozen features.
 
     Features are standardised with the train mean/std; the probe (zero init, full-batch L-BFGS with a
-    strong-Wolfe line search, loss = mean cross-entropy + wd/2 * ||W||^2) is fit on all training features.
+    strong-Wolfe line search, loss = mean cross-entropy + wd/2 * ||W||^2) is fit on all training features
+    until the loss stops changing (at most `max_iter` iterations: a probe stopped early under-rates features).
     A float `weight_decay` is used as is; a sequence is searched by `select_weight_decay` (seeded hold-out
     split). Deterministic for fixed inputs.
     """
@@ -383,7 +391,7 @@ def evaluate_features(
     test_y: Tensor,
     *,
     per_class: int = 60,
-    max_iter: int = 100,
+    max_iter: int = MAX_ITER,
 ) -> dict[str, float]:
     """All frozen-feature metrics: keys `linear_probe`, `knn`, `low_shot` (accuracies in %) and `rankme`
     (of the test features). `max_iter` bounds the L-BFGS iterations of each probe fit."""

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import Config, apply_overrides, config_to_dict, load_config
-from .evaluate import evaluate_features, extract_features, linear_probe, pixel_features, rankme
+from .evaluate import MAX_ITER, evaluate_features, extract_features, linear_probe, pixel_features, rankme
 
 METRICS = ("linear_probe", "knn", "low_shot", "rankme", "count", "position")
 MAE_PRESET = ("method.name=mae", "mask.strategy=random", "mask.target_ratio=0.75")  # as scripts/pretrain.py
@@ -111,7 +111,16 @@ GROUPS: dict[str, list[Row]] = {
 QUICK = ("data.limit=512", "optim.global_batch=64", "optim.max_steps=3", "optim.warmup_epochs=0",
          "eval.train_limit=300", "eval.test_limit=150", "eval.low_shot_per_class=10")  # fmt: skip
 SHAPES_SIZES = {"full": (10_000, 2_000), "quick": (200, 100)}
-PROBE_ITERS = {"full": 100, "quick": 20}  # L-BFGS iterations per probe fit (quick: a few hundred samples)
+# L-BFGS iterations per probe fit (quick mode probes a few hundred samples)
+PROBE_ITERS = {"full": MAX_ITER, "quick": 20}
+# Version of the probes' protocol, stored in every run's JSON. Version 1 stopped each L-BFGS fit after 100
+# iterations with L2 strengths from 1e-4 up: it under-fitted trained encoders by up to ~5 points (raw pixels
+# not). Runs probed by an older version are re-run by `run_grid` and flagged in the tables until then.
+PROBE_VERSION = 2
+STALE_MARK = "†"
+STALE_NOTE = ("probed by protocol version 1 (100 L-BFGS iterations, L2 from 1e-4), which under-fits trained "
+              "encoders by up to ~5 points: not comparable with the other rows; `python scripts/reproduce.py` "
+              "re-runs it.")  # fmt: skip
 QUICK_SEEDS = 2  # quick mode caps every row at two seeds (enough to exercise mean ± std)
 
 
@@ -181,6 +190,7 @@ class ProbeSets:
         """The same metrics on raw pixels, the no-learning baseline."""
         out = evaluate_features(*pixel_features(self.train), *pixel_features(self.test),
                                 per_class=self.per_class, max_iter=self.max_iter)  # fmt: skip
+        out["probe_version"] = PROBE_VERSION
         sx = torch.stack([self.shapes_train[i][0] for i in range(len(self.shapes_train))]).flatten(1)
         tx = torch.stack([self.shapes_test[i][0] for i in range(len(self.shapes_test))]).flatten(1)
         out.update(self._shapes_probes(sx, tx))
@@ -251,7 +261,8 @@ def run_one(
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     out = {"key": key, "overrides": list(overrides), "seed": seed, "method": cfg.method.name,
-           "steps": result.step, "train_seconds": round(train_s, 1), "config": config_to_dict(cfg)}  # fmt: skip
+           "steps": result.step, "train_seconds": round(train_s, 1), "config": config_to_dict(cfg),
+           "probe_version": PROBE_VERSION}  # fmt: skip
     out.update(probes.evaluate(result.method.eval_encoder, progress=progress))
     if not overrides and result.init_encoder is not None:
         out["init"] = probes.evaluate(result.init_encoder, progress=progress)
@@ -281,12 +292,13 @@ def run_grid(
     run_dir, work = out / "runs", out / ".work"
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = planned_runs(groups, seeds=seeds)
-    todo = [(o, s) for o, s in plan if not (run_dir / f"{run_key(o, s)}.json").exists()]
+    todo = [(o, s) for o, s in plan if not is_current(run_dir / f"{run_key(o, s)}.json")]
     print(
         f"{len(plan)} runs planned for {', '.join(groups)}; {len(plan) - len(todo)} done, {len(todo)} to do"
+        " (a run probed by an older protocol counts as to do)"
     )
     todo = todo[:max_runs] if max_runs is not None else todo
-    need_pixels = "architectures" in groups and not (out / "pixels.json").exists()
+    need_pixels = "architectures" in groups and not is_current(out / "pixels.json")
     probes = ProbeSets(make_config((), 0, quick=quick), quick=quick) if todo or need_pixels else None
     if need_pixels:
         write_json(out / "pixels.json", probes.evaluate_pixels())
@@ -300,6 +312,15 @@ def run_grid(
               f"{result['position']:.1f} ({result['train_seconds'] + result['eval_seconds']:.0f} s)", flush=True)  # fmt: skip
     pixels = json.loads((out / "pixels.json").read_text()) if (out / "pixels.json").exists() else None
     return summarize(load_runs(run_dir), pixels, groups, seeds=seeds)
+
+
+def is_current(result: dict | Path) -> bool:
+    """Whether a run's result (a dict, or its JSON file) exists and was probed by the current `PROBE_VERSION`."""
+    if isinstance(result, Path):
+        if not result.exists():
+            return False
+        result = json.loads(result.read_text())
+    return result.get("probe_version", 1) >= PROBE_VERSION
 
 
 def load_runs(run_dir: str | Path) -> dict[str, dict]:
@@ -353,7 +374,8 @@ def summarize(
             rows.append(_row(row.name, done, n))
         if g == "architectures":
             n = min(3, seeds) if seeds else 3
-            inits = [runs[k]["init"] for k in (run_key((), s) for s in range(n)) if "init" in runs.get(k, {})]
+            inits = [dict(runs[k]["init"], probe_version=runs[k].get("probe_version", 1))
+                     for k in (run_key((), s) for s in range(n)) if "init" in runs.get(k, {})]  # fmt: skip
             rows.append(_row("random init", inits, n))
             rows.append(_row("raw pixels", [pixels] if pixels else [], 1))
         summary[g] = rows
@@ -361,7 +383,11 @@ def summarize(
 
 
 def _row(name: str, done: list[dict], seeds: int) -> dict:
+    current = [d for d in done if is_current(d)]
+    done = current or done  # never average over two probe protocols: re-run seeds replace the old ones
     row = {"name": name, "n": len(done), "seeds": seeds}
+    if not current and done:
+        row["stale"] = len(done)  # all probed by an older protocol: flagged in the tables until re-run
     for m in METRICS:
         vals = [d[m] for d in done if m in d and math.isfinite(d[m])]
         if vals:
@@ -382,10 +408,11 @@ def markdown_table(summary: dict) -> str:
         for r in rows:
             cells = [_cell(r.get(m), m) for m in METRICS]
             seeds = f"{r['n']}/{r['seeds']}"
-            lines.append(
-                f"| {r['name']} | {seeds} | " + " | ".join(cells) + f" | {r.get('train_minutes', '')} |"
-            )
+            name = f"{r['name']} {STALE_MARK}" if r.get("stale") else r["name"]
+            lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + f" | {r.get('train_minutes', '')} |")
         lines.append("")
+    if any(r.get("stale") for rows in summary.values() for r in rows):
+        lines += [f"{STALE_MARK} {STALE_NOTE}", ""]
     return "\n".join(lines)
 
 

@@ -11,7 +11,9 @@ import pytest
 
 from jepa_lite.experiments import (
     GROUPS,
+    PROBE_VERSION,
     QUICK_SEEDS,
+    STALE_MARK,
     make_config,
     markdown_table,
     planned_runs,
@@ -97,7 +99,8 @@ def test_rows_change_exactly_what_they_say():
 
 def _fake(key_overrides, seed, lp, with_init=False):
     run = {"key": run_key(key_overrides, seed), "linear_probe": lp, "knn": lp - 5, "low_shot": lp - 10,
-           "rankme": 4.0, "count": 50.0, "position": 30.0, "train_seconds": 120.0}  # fmt: skip
+           "rankme": 4.0, "count": 50.0, "position": 30.0, "train_seconds": 120.0,
+           "probe_version": PROBE_VERSION}  # fmt: skip
     if with_init:
         run["init"] = {"linear_probe": 60.0, "knn": 55.0, "low_shot": 50.0, "rankme": 5.0}
     return run
@@ -106,7 +109,8 @@ def _fake(key_overrides, seed, lp, with_init=False):
 def test_summary_gives_mean_and_std_over_seeds_and_marks_missing_runs():
     runs = [_fake((), s, lp, with_init=True) for s, lp in enumerate([70.0, 72.0, 74.0])]
     runs.append(_fake(GROUPS["architectures"][1].overrides, 0, 66.0))
-    summary = summarize({r["key"]: r for r in runs}, {"linear_probe": 84.0}, ["architectures", "masking"])
+    pixels = {"linear_probe": 84.0, "probe_version": PROBE_VERSION}
+    summary = summarize({r["key"]: r for r in runs}, pixels, ["architectures", "masking"])
     ijepa, mae, inv, init, pixels = summary["architectures"]
     assert ijepa["n"] == 3 and ijepa["linear_probe"]["mean"] == pytest.approx(72.0)
     assert ijepa["linear_probe"]["std"] == pytest.approx(2.0)  # sample std of 70, 72, 74
@@ -117,6 +121,24 @@ def test_summary_gives_mean_and_std_over_seeds_and_marks_missing_runs():
     assert summary["masking"][0]["n"] == 1 and summary["masking"][1]["n"] == 0
     table = markdown_table(summary)
     assert "| I-JEPA | 3/3 | 72.0 ± 2.0 |" in table and "| Invariant (InfoNCE) | 0/3 | not run |" in table
+    assert STALE_MARK not in table
+
+
+def test_runs_probed_by_an_older_protocol_are_flagged_in_the_tables():
+    runs = [_fake((), s, 70.0 + s, with_init=True) for s in range(3)]
+    runs[1].pop("probe_version")  # a JSON written before probe versions existed: version 1
+    runs.append(dict(_fake(GROUPS["architectures"][1].overrides, 0, 66.0), probe_version=PROBE_VERSION - 1))
+    pixels = {"linear_probe": 84.0, "probe_version": PROBE_VERSION}
+    summary = summarize({r["key"]: r for r in runs}, pixels, ["architectures"])
+    ijepa, mae, inv, init, pix = summary["architectures"]
+    # a row with re-run seeds averages those only; a row with none flags its old ones
+    assert ijepa["n"] == 2 and ijepa["linear_probe"]["mean"] == 71.0 and "stale" not in ijepa
+    assert init["n"] == 2 and "stale" not in init  # random init inherits its run's version
+    assert mae["stale"] == 1 and mae["linear_probe"]["mean"] == 66.0
+    assert "stale" not in inv and "stale" not in pix
+    table = markdown_table(summary)
+    assert f"| MAE {STALE_MARK} | 1/3 |" in table and "| I-JEPA | 2/3 |" in table
+    assert table.rstrip().endswith("re-runs it.")  # the footnote says what the mark means
 
 
 @pytest.mark.slow
@@ -151,4 +173,16 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
     # running one group rewrites the summary files with every group's rows, not only its own
     subprocess.run([*cmd, "--groups", "n_targets"], check=True, capture_output=True, text=True, cwd=tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text()).keys() == summary.keys()
+    assert (tmp_path / "summary.md").read_text() == md
+    # runs probed by an older protocol are flagged, then re-run (same numbers: training is deterministic)
+    row = GROUPS["n_targets"][0]
+    for seed in range(QUICK_SEEDS):
+        stale = tmp_path / "runs" / f"{run_key(row.overrides, seed)}.json"
+        stale.write_text(json.dumps(dict(json.loads(stale.read_text()), probe_version=PROBE_VERSION - 1)))
+    subprocess.run([*cmd, "--summary-only"], check=True, capture_output=True, text=True, cwd=tmp_path)
+    assert f"| {row.name} {STALE_MARK} |" in (tmp_path / "summary.md").read_text()
+    rerun = subprocess.run(
+        [*cmd, "--groups", "n_targets"], check=True, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert f", {QUICK_SEEDS} to do" in rerun.stdout
     assert (tmp_path / "summary.md").read_text() == md
