@@ -292,16 +292,20 @@ def run_grid(
     run_dir, work = out / "runs", out / ".work"
     run_dir.mkdir(parents=True, exist_ok=True)
     plan = planned_runs(groups, seeds=seeds)
-    todo = [(o, s) for o, s in plan if not is_current(run_dir / f"{run_key(o, s)}.json")]
+    done = {k: r for k, r in load_runs(run_dir).items() if is_current(r)}
+    todo = [(o, s) for o, s in plan if run_key(o, s) not in done]
     print(
         f"{len(plan)} runs planned for {', '.join(groups)}; {len(plan) - len(todo)} done, {len(todo)} to do"
         " (a run probed by an older protocol counts as to do)"
     )
     todo = todo[:max_runs] if max_runs is not None else todo
-    need_pixels = "architectures" in groups and not is_current(out / "pixels.json")
+    pixels_file = out / "pixels.json"
+    pixels = json.loads(pixels_file.read_text()) if pixels_file.exists() else None
+    need_pixels = "architectures" in groups and not (pixels and is_current(pixels))
     probes = ProbeSets(make_config((), 0, quick=quick), quick=quick) if todo or need_pixels else None
     if need_pixels:
-        write_json(out / "pixels.json", probes.evaluate_pixels())
+        pixels = probes.evaluate_pixels()
+        write_json(pixels_file, pixels)
     for i, (overrides, seed) in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {' '.join(overrides) or 'default'} seed {seed}", flush=True)
         result = run_one(overrides, seed, probes, work_dir=work, quick=quick, progress=progress)
@@ -310,16 +314,11 @@ def run_grid(
         print(f"    linear probe {result['linear_probe']:.1f}, k-NN {result['knn']:.1f}, low-shot "
               f"{result['low_shot']:.1f}, RankMe {result['rankme']:.2f}, count {result['count']:.1f}, position "
               f"{result['position']:.1f} ({result['train_seconds'] + result['eval_seconds']:.0f} s)", flush=True)  # fmt: skip
-    pixels = json.loads((out / "pixels.json").read_text()) if (out / "pixels.json").exists() else None
     return summarize(load_runs(run_dir), pixels, groups, seeds=seeds)
 
 
-def is_current(result: dict | Path) -> bool:
-    """Whether a run's result (a dict, or its JSON file) exists and was probed by the current `PROBE_VERSION`."""
-    if isinstance(result, Path):
-        if not result.exists():
-            return False
-        result = json.loads(result.read_text())
+def is_current(result: dict) -> bool:
+    """Whether a run's result (or pixels.json) was probed by the current `PROBE_VERSION` (none recorded: 1)."""
     return result.get("probe_version", 1) >= PROBE_VERSION
 
 
