@@ -23,7 +23,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import Config, apply_overrides, config_to_dict, load_config
-from .evaluate import MAX_ITER, evaluate_features, extract_features, linear_probe, pixel_features, rankme
+from .evaluate import (
+    MAX_ITER,
+    PROBE_VERSION,
+    evaluate_features,
+    extract_features,
+    linear_probe,
+    pixel_features,
+    rankme,
+)
 
 METRICS = ("linear_probe", "knn", "low_shot", "rankme", "count", "position")
 MAE_PRESET = ("method.name=mae", "mask.strategy=random", "mask.target_ratio=0.75")  # as scripts/pretrain.py
@@ -113,14 +121,12 @@ QUICK = ("data.limit=512", "optim.global_batch=64", "optim.max_steps=3", "optim.
 SHAPES_SIZES = {"full": (10_000, 2_000), "quick": (200, 100)}
 # L-BFGS iterations per probe fit (quick mode probes a few hundred samples)
 PROBE_ITERS = {"full": MAX_ITER, "quick": 20}
-# Version of the probes' protocol, stored in every run's JSON. Version 1 stopped each L-BFGS fit after 100
-# iterations with L2 strengths from 1e-4 up: it under-fitted trained encoders by up to ~5 points (raw pixels
-# not). Runs probed by an older version are re-run by `run_grid` and flagged in the tables until then.
-PROBE_VERSION = 2
+# Runs probed by an older `PROBE_VERSION` (jepa_lite/evaluate.py) are re-run by `run_grid` and flagged in the
+# tables until then.
 STALE_MARK = "†"
-STALE_NOTE = ("probed by protocol version 1 (100 L-BFGS iterations, L2 from 1e-4), which under-fits trained "
-              "encoders by up to ~5 points: not comparable with the other rows; `python scripts/reproduce.py` "
-              "re-runs it.")  # fmt: skip
+STALE_NOTE = (f"probed by an older protocol than the current version {PROBE_VERSION} (version 1: 100 L-BFGS "
+              "iterations, L2 from 1e-4, under-fits trained encoders by up to ~5 points): not comparable with "
+              "the other rows; `python scripts/reproduce.py` re-runs it.")  # fmt: skip
 QUICK_SEEDS = 2  # quick mode caps every row at two seeds (enough to exercise mean ± std)
 
 

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, Subset
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from jepa_lite.data import DATASETS, build_dataset, dataset_info  # noqa: E402
-from jepa_lite.evaluate import evaluate_features, extract_features, low_shot_indices  # noqa: E402
+from jepa_lite.evaluate import PROBE_VERSION, evaluate_features, extract_features, low_shot_indices  # noqa: E402
 from jepa_lite.interop import load_encoder, set_image_size_  # noqa: E402
 from jepa_lite.models import count_parameters  # noqa: E402
 
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     results = evaluate_features(train_x, train_y, test_x, test_y, per_class=per_class)
     results = {k: round(float(v), 3) for k, v in results.items()}
     results.update(path=str(path), which=args.which, dataset=name, image_size=size, train_images=len(train_y),
-                   test_images=len(test_y), per_class=per_class, seconds=round(time.perf_counter() - t0, 1))  # fmt: skip
+                   test_images=len(test_y), per_class=per_class, probe_version=PROBE_VERSION,
+                   seconds=round(time.perf_counter() - t0, 1))  # fmt: skip
     print("".join(f"{k:>14}" for k in METRICS))
     print("".join(f"{results[k]:>14.2f}" for k in METRICS))
     if args.json:

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     from jepa_lite.checkpoint import export_weights, latest_checkpoint
     from jepa_lite.data import build_dataset
-    from jepa_lite.evaluate import evaluate_encoder, evaluate_features, pixel_features
+    from jepa_lite.evaluate import PROBE_VERSION, evaluate_encoder, evaluate_features, pixel_features
     from jepa_lite.train import make_accelerator, train
 
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             results["pixels"] = evaluate_features(*pixel_features(train_set), *pixel_features(test_set),
                                                   per_class=ev.low_shot_per_class)  # fmt: skip
         results["eval_seconds"] = round(time.perf_counter() - t1, 1)
+        results["probe_version"] = PROBE_VERSION
         print_results(results)
     (run_dir / "results.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {run_dir / 'results.json'} ({train_s / 60:.1f} min of training)")

@@ -9,6 +9,7 @@ import torch
 
 from jepa_lite.checkpoint import export_weights
 from jepa_lite.config import config_to_dict, load_config
+from jepa_lite.evaluate import PROBE_VERSION
 from jepa_lite.interop import export_official
 from jepa_lite.models import Predictor
 from jepa_lite.train import build_encoder
@@ -54,7 +55,8 @@ def test_evaluate_run_folder(script, run_dir, capsys):
     assert 1.0 <= res["rankme"] <= 64.0
     assert res["dataset"] == "shapes" and res["image_size"] == 32 and res["train_images"] == 120
     assert res["per_class"] <= 60  # clamped to the rarest class of 120 images
-    assert json.loads(out.read_text())["knn"] == res["knn"]
+    saved = json.loads(out.read_text())
+    assert saved["knn"] == res["knn"] and saved["probe_version"] == PROBE_VERSION
     printed = capsys.readouterr().out
     assert "linear_probe" in printed and "rankme" in printed
 

@@ -10,6 +10,7 @@ import pretrain  # noqa: E402
 
 from jepa_lite.checkpoint import load_weights  # noqa: E402
 from jepa_lite.config import load_config  # noqa: E402
+from jepa_lite.evaluate import PROBE_VERSION  # noqa: E402
 from jepa_lite.train import build_encoder  # noqa: E402
 
 TINY = [
@@ -29,6 +30,7 @@ def test_pretrain_writes_a_complete_run_with_init_baseline(tmp_path):
         assert (run / name).exists(), name
     saved = json.loads((run / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
+    assert saved["probe_version"] == PROBE_VERSION  # so a later probe change can tell these numbers apart
     for block in (saved, saved["init"], saved["pixels"]):
         assert set(block) >= {"linear_probe", "knn", "low_shot", "rankme"}
         assert 10 < block["linear_probe"] <= 100  # 10 classes: far above chance even when tiny
