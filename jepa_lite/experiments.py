@@ -125,7 +125,7 @@ PROBE_ITERS = {"full": MAX_ITER, "quick": 20}
 # tables until then.
 STALE_MARK = "†"
 STALE_NOTE = (f"probed by an older protocol than the current version {PROBE_VERSION} (version 1: 100 L-BFGS "
-              "iterations, L2 from 1e-4, under-fits trained encoders by up to ~5 points): not comparable with "
+              "iterations, L2 from 1e-4, under-fits ViT features by 4-16 points): not comparable with "
               "the other rows; `python scripts/reproduce.py` re-runs it.")  # fmt: skip
 QUICK_SEEDS = 2  # quick mode caps every row at two seeds (enough to exercise mean ± std)
 
