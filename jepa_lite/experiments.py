@@ -183,13 +183,14 @@ class ProbeSets:
         self.batch_size = cfg.eval.batch_size
 
     def evaluate(self, encoder: nn.Module, *, progress: bool = False) -> dict[str, float]:
-        """All six metrics of a frozen encoder (accuracies in %)."""
+        """All six metrics of a frozen encoder (accuracies in %), probed on the encoder's device."""
         kw = dict(batch_size=self.batch_size, progress=progress)
+        device = next(encoder.parameters()).device
         out = evaluate_features(*extract_features(encoder, self.train, **kw), *extract_features(encoder, self.test, **kw),
-                                per_class=self.per_class, max_iter=self.max_iter)  # fmt: skip
+                                per_class=self.per_class, max_iter=self.max_iter, device=device)  # fmt: skip
         sx, _ = extract_features(encoder, self.shapes_train, **kw)
         tx, _ = extract_features(encoder, self.shapes_test, **kw)
-        out.update(self._shapes_probes(sx, tx))
+        out.update(self._shapes_probes(sx.to(device), tx.to(device)))
         return out
 
     def evaluate_pixels(self) -> dict[str, float]:

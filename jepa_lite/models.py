@@ -8,6 +8,7 @@ Key names follow the official I-JEPA code (`pos_embed`, `patch_embed.proj`, `blo
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import timm
@@ -25,6 +26,7 @@ __all__ = [
     "ProjectionHead",
     "patchify",
     "count_parameters",
+    "attention_kernels",
 ]
 
 
@@ -214,6 +216,17 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters of a module (trainable or not; buffers excluded)."""
     return sum(p.numel() for p in module.parameters())
+
+
+def attention_kernels(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Where to run a training step's attention: on CUDA, any SDPA kernel but cuDNN's. I-JEPA's context and
+    target lengths change every step, and cuDNN (PyTorch's first choice on Hopper) builds a new plan for each
+    new length: on an H100 that cost ~4 ms of host time per attention call and left the GPU idle."""
+    if torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def _init_weights(m: nn.Module) -> None:

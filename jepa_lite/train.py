@@ -27,7 +27,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, check_config, config_to_dict
 from .masks import MaskCollator, make_collator
 from .methods import IJEPA, MAE, Invariant
-from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder
+from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, attention_kernels
 from .schedules import Schedules, param_groups, set_optimizer_values
 
 __all__ = [
@@ -241,8 +241,8 @@ def train(
     )
     fused = acc.device.type == "cuda"
     optimizer = torch.optim.AdamW(param_groups(method), lr=o.lr, betas=o.betas, fused=fused)
-    if cfg.compile:
-        method.compile()  # compiles forward in place; state-dict keys stay the same
+    if cfg.compile:  # in place, so state-dict keys stay the same; dynamic: token counts change every step
+        method.compile(dynamic=True)
     method, optimizer = acc.prepare(method, optimizer)
     core = acc.unwrap_model(method)
 
@@ -286,7 +286,7 @@ def train(
                 batch = next(batches).to(acc.device, non_blocking=True)
                 sync = contextlib.nullcontext() if a == accum - 1 else acc.no_sync(method)
                 with sync:
-                    with acc.autocast():
+                    with acc.autocast(), attention_kernels(acc.device):
                         loss, _ = method(batch)
                     acc.backward(loss / accum)
                 loss_sum += loss.detach().float()

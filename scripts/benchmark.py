@@ -19,6 +19,7 @@ analytic FLOPs of `jepa_lite.flops` at the Kc/Kt actually drawn.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import platform
@@ -99,6 +100,7 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
     """Images/s, median step time, peak CUDA memory and MFU of I-JEPA training steps of one model."""
     from jepa_lite.config import load_config
     from jepa_lite.flops import ijepa_step_flops, mfu
+    from jepa_lite.models import attention_kernels
     from jepa_lite.schedules import param_groups
     from jepa_lite.train import build_collator, build_method
 
@@ -116,7 +118,7 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
     cuda = device.type == "cuda"
     optimizer = torch.optim.AdamW(param_groups(method), lr=1e-4, fused=cuda)
     if args.compile:
-        method.compile()
+        method.compile(dynamic=True)  # as jepa_lite.train does: token counts change every step
     method.train()
     size = cfg.data.image_size
     images = torch.randn(args.batch, in_chans, size, size, device=device)
@@ -127,30 +129,39 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
     times = []
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    for i in range(args.warmup + args.steps):
-        ctx, tgt = collator.sample(args.batch, gen)
-        ctx, tgt = ctx.to(device, non_blocking=True), tgt.to(device, non_blocking=True)
-        batch = Batch(images, ctx, tgt)
-        sync()
-        start = time.perf_counter()
-        with autocast:
+
+    def next_batch() -> Batch:
+        ctx, tgt = collator.sample(args.batch, gen)  # on the host, as in the DataLoader workers: not timed
+        return Batch(images, ctx.to(device, non_blocking=True), tgt.to(device, non_blocking=True))
+
+    def one_step(batch: Batch) -> None:
+        with autocast, contextlib.nullcontext() if args.cudnn_attention else attention_kernels(device):
             loss, _ = method(batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         method.update_target(0.996)
+
+    for i in range(args.warmup + args.steps):
+        batch = next_batch()
+        ctx, tgt = batch.context_idx, batch.target_idx
+        sync()
+        start = time.perf_counter()
+        one_step(batch)
         sync()
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
             kc += ctx.shape[1] / args.steps
             kt += tgt.shape[2] / args.steps
+    if args.profile:
+        profile_steps(one_step, next_batch, args.profile, cuda)
     median = statistics.median(times)
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
     flops = ijepa_step_flops(cfg, kc=kc, kt=kt, n_targets=tgt.shape[1]).total * args.batch
     util = mfu(flops / median, name)
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
     fields = dict(model=args.model, batch=args.batch, precision=args.precision, compile=args.compile,
-                  device=name)  # fmt: skip
+                  cudnn_attention=args.cudnn_attention, device=name)  # fmt: skip
     head = f"step {args.model} " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "model")
     rate = args.batch / median
     print(f"{head}: {rate:,.1f} images/s (median of {len(times)})", flush=True)
@@ -163,6 +174,21 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
                  min_step_s=min(times), max_step_s=max(times), steps=len(times), warmup=args.warmup,
                  peak_memory_bytes=peak, flops_per_step=flops, model_flops_per_s=flops / median, mfu=util,
                  context_tokens=kc, target_tokens=kt, config=STEP_MODELS[args.model])]  # fmt: skip
+
+
+def profile_steps(one_step: Callable, next_batch: Callable, steps: int, cuda: bool, rows: int = 25) -> None:
+    """Run `steps` more steps under torch.profiler and print the ops that took the most device (or CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            one_step(next_batch())
+        if cuda:
+            torch.cuda.synchronize()
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(f"profile of {steps} steps, top {rows} ops by {sort}:")
+    print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=60), flush=True)
 
 
 def environment() -> dict:
@@ -201,6 +227,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="autocast dtype (default: bf16 on CUDA, no on CPU)")  # fmt: skip
     step.add_argument("--compile", action="store_true", help="torch.compile the method first")
     step.add_argument("--steps", type=int, default=10, help="timed optimizer steps; the median is reported")
+    step.add_argument("--cudnn-attention", action="store_true",
+                      help="let PyTorch pick cuDNN's attention (its default on Hopper), which jepa_lite.train avoids")  # fmt: skip
+    step.add_argument("--profile", type=int, default=0, metavar="N",
+                      help="after timing, profile N more steps and print the top ops")  # fmt: skip
     step.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     step.set_defaults(func=bench_step, warmup=2)
 

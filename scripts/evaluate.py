@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_class = min(args.per_class, smallest)
     if per_class < args.per_class:
         print(f"low-shot: only {smallest} training images in the rarest class, using {per_class} per class")
-    results = evaluate_features(train_x, train_y, test_x, test_y, per_class=per_class)
+    results = evaluate_features(train_x, train_y, test_x, test_y, per_class=per_class, device=device)
     results = {k: round(float(v), 3) for k, v in results.items()}
     results.update(path=str(path), which=args.which, dataset=name, image_size=size, train_images=len(train_y),
                    test_images=len(test_y), per_class=per_class, probe_version=PROBE_VERSION,

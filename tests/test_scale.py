@@ -131,8 +131,21 @@ def test_benchmark_step_runs_on_cpu_and_writes_json(tmp_path: Path, capsys) -> N
     assert res["mfu"] is None and res["peak_memory_bytes"] is None and res["flops_per_step"] > 0
     payload = json.loads(out.read_text())
     assert payload["command"] == "step" and payload["results"][0]["batch"] == 4
+    assert res["cudnn_attention"] is False  # jepa_lite's attention choice, not PyTorch's default
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step tiny")]
     assert len(lines) == 4 and "images/s" in lines[0] and "MFU" in lines[3]
+
+
+def test_benchmark_profile_prints_the_top_ops(capsys) -> None:
+    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["step", "--model", "tiny", "--batch", "2", "--steps", "1", "--warmup", "0", "--device", "cpu",
+            "--precision", "no", "--profile", "1"]  # fmt: skip
+    bench.main(argv)
+    out = capsys.readouterr().out
+    assert "profile of 1 steps, top 25 ops by self_cpu_time_total" in out
+    assert "aten::addmm" in out or "aten::mm" in out  # the ViT's matrix products are among the top ops
 
 
 def test_slurm_script_parses_and_requeues() -> None:
