@@ -221,7 +221,7 @@ def count_parameters(module: nn.Module) -> int:
 def attention_kernels(device: torch.device | str) -> contextlib.AbstractContextManager:
     """Where to run a training step's attention: on CUDA, any SDPA kernel but cuDNN's. I-JEPA's context and
     target lengths change every step, and cuDNN (PyTorch's first choice on Hopper) builds a new plan for each
-    new length: on an H100 that cost ~4 ms of host time per attention call and left the GPU idle."""
+    new length: on an H100 that cost 2-4 ms of host time per attention call and left the GPU idle."""
     if torch.device(device).type != "cuda":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
