@@ -107,6 +107,12 @@ def _encode(encoder: nn.Module, images: Tensor, precision: str) -> Tensor:
     raise ValueError(f"encoder must return tokens [B, N, D] or features [B, D], got shape {tuple(out.shape)}")
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (CPU for a module without parameters)."""
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
 def extract_features(
     encoder: nn.Module,
     dataset: Dataset | DataLoader,
@@ -127,8 +133,7 @@ def extract_features(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     feature_autocast(torch.device("cpu"), precision)  # validates `precision` before any work
     if device is None:
-        param = next(encoder.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = module_device(encoder)
     device = torch.device(device)
     if isinstance(dataset, DataLoader):
         loader: Iterable = dataset
@@ -427,8 +432,7 @@ def evaluate_encoder(
     """Extract frozen pooled features of both sets with `encoder` and return `evaluate_features` of them,
     probed on the encoder's device (or `device`)."""
     if device is None:
-        param = next(encoder.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
+        device = module_device(encoder)
     kwargs = dict(batch_size=batch_size, device=device, progress=progress, precision=precision)
     train_x, train_y = extract_features(encoder, train_set, **kwargs)
     test_x, test_y = extract_features(encoder, test_set, **kwargs)

@@ -29,6 +29,7 @@ from .evaluate import (
     evaluate_features,
     extract_features,
     linear_probe,
+    module_device,
     pixel_features,
     rankme,
 )
@@ -185,7 +186,7 @@ class ProbeSets:
     def evaluate(self, encoder: nn.Module, *, progress: bool = False) -> dict[str, float]:
         """All six metrics of a frozen encoder (accuracies in %), probed on the encoder's device."""
         kw = dict(batch_size=self.batch_size, progress=progress)
-        device = next(encoder.parameters()).device
+        device = module_device(encoder)
         out = evaluate_features(*extract_features(encoder, self.train, **kw), *extract_features(encoder, self.test, **kw),
                                 per_class=self.per_class, max_iter=self.max_iter, device=device)  # fmt: skip
         sx, _ = extract_features(encoder, self.shapes_train, **kw)

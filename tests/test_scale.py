@@ -119,10 +119,15 @@ def test_unknown_model_name_is_rejected() -> None:
         encoder_dims(cfg)
 
 
-def test_benchmark_step_runs_on_cpu_and_writes_json(tmp_path: Path, capsys) -> None:
+def load_benchmark_script():
     spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_step_runs_on_cpu_and_writes_json(tmp_path: Path, capsys) -> None:
+    bench = load_benchmark_script()
     out = tmp_path / "step.json"
     argv = ["step", "--model", "tiny", "--batch", "4", "--steps", "2", "--warmup", "0", "--device", "cpu",
             "--precision", "no", "--json", str(out)]  # fmt: skip
@@ -137,9 +142,7 @@ def test_benchmark_step_runs_on_cpu_and_writes_json(tmp_path: Path, capsys) -> N
 
 
 def test_benchmark_profile_prints_the_top_ops(capsys) -> None:
-    spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark_script()
     argv = ["step", "--model", "tiny", "--batch", "2", "--steps", "1", "--warmup", "0", "--device", "cpu",
             "--precision", "no", "--profile", "1"]  # fmt: skip
     bench.main(argv)
