@@ -404,6 +404,31 @@ def _row(name: str, done: list[dict], seeds: int) -> dict:
     return row
 
 
+def grid_cost(runs: dict[str, dict], groups: Iterable[str] = GROUPS, *, seeds: int | None = None) -> dict:
+    """Minutes of training and of probes that the finished runs of each group took on their host, and of the
+    whole grid with every shared run counted once ("all"): what a fresh `scripts/reproduce.py` would spend."""
+    groups = list(groups)
+    cost = {}
+    for g in [*groups, "all"]:
+        keys = [run_key(o, s) for o, s in planned_runs(groups if g == "all" else [g], seeds=seeds)]
+        done = [runs[k] for k in keys if k in runs]
+        cost[g] = {"runs": len(done), "planned": len(keys),
+                   "train_minutes": round(sum(d.get("train_seconds") or 0 for d in done) / 60, 1),
+                   "probe_minutes": round(sum(d.get("eval_seconds") or 0 for d in done) / 60, 1)}  # fmt: skip
+    return cost
+
+
+def cost_table(cost: dict) -> str:
+    """`grid_cost` as Markdown: runs done/planned, training and probe minutes per group, then the whole grid."""
+    lines = ["### cost", "", "| group | runs | train min | probe min |", "|---|---|---|---|"]
+    for g, c in cost.items():
+        name = "all groups, each run once" if g == "all" else g
+        lines.append(
+            f"| {name} | {c['runs']}/{c['planned']} | {c['train_minutes']:.0f} | {c['probe_minutes']:.0f} |"
+        )
+    return "\n".join([*lines, ""])
+
+
 def markdown_table(summary: dict) -> str:
     """The summary as Markdown: one table per group, `mean ± std` (over seeds) per metric."""
     heads = {"linear_probe": "linear probe", "knn": "k-NN", "low_shot": "1% low-shot", "rankme": "RankMe",

@@ -53,14 +53,18 @@ def main(argv: list[str] | None = None) -> dict:
         )
     # The files always cover every group, from all the runs on disk: running one group keeps the others' rows.
     pixels = json.loads((out / "pixels.json").read_text()) if (out / "pixels.json").exists() else None
-    summary = ex.summarize(ex.load_runs(out / "runs"), pixels, list(ex.GROUPS), seeds=seeds)
-    table = ex.markdown_table(summary)
+    runs = ex.load_runs(out / "runs")
+    summary = ex.summarize(runs, pixels, list(ex.GROUPS), seeds=seeds)
+    cost = ex.grid_cost(runs, seeds=seeds)
+    table = ex.markdown_table(summary) + "\n" + ex.cost_table(cost)
     summary["_meta"] = {"quick": args.quick, "groups_run": [] if args.summary_only else groups}
+    summary["_cost"] = cost
     ex.write_json(out / "summary.json", summary)
     mode = "quick mode: a tiny budget, not results" if args.quick else "full mode"
     head = (f"Written by `python scripts/reproduce.py` ({mode}); accuracies in %, mean ± std over the seeds done "
             "(done/planned), Fashion-MNIST probes on all 60,000 training / 10,000 test images; rows marked "
-            "'not run' are planned. Rebuild with `python scripts/reproduce.py --summary-only`.\n\n")  # fmt: skip
+            "'not run' are planned; the last table is the time the runs took on their host (raw pixels' probes not counted). "
+            "Rebuild with `python scripts/reproduce.py --summary-only`.\n\n")  # fmt: skip
     (out / "summary.md").write_text(head + table)
     plot_summary({g: r for g, r in summary.items() if not g.startswith("_")}, out / "summary.png")
     print(ex.markdown_table({g: summary[g] for g in groups}))

@@ -15,6 +15,8 @@ from jepa_lite.experiments import (
     PROBE_VERSION,
     QUICK_SEEDS,
     STALE_MARK,
+    cost_table,
+    grid_cost,
     make_config,
     markdown_table,
     planned_runs,
@@ -142,6 +144,17 @@ def test_runs_probed_by_an_older_protocol_are_flagged_in_the_tables():
     assert table.rstrip().endswith("re-runs it.")  # the footnote says what the mark means
 
 
+def test_grid_cost_sums_finished_runs_per_group_and_counts_shared_runs_once():
+    runs = [dict(_fake((), 0, 70.0), eval_seconds=60.0),  # the default run: in masking and n_targets
+            dict(_fake(GROUPS["masking"][1].overrides, 0, 71.0), eval_seconds=30.0)]  # fmt: skip
+    cost = grid_cost({r["key"]: r for r in runs}, ["masking", "n_targets"])
+    assert cost["masking"] == {"runs": 2, "planned": 4, "train_minutes": 4.0, "probe_minutes": 1.5}
+    assert cost["n_targets"] == {"runs": 1, "planned": 3, "train_minutes": 2.0, "probe_minutes": 1.0}
+    assert cost["all"] == {"runs": 2, "planned": 6, "train_minutes": 4.0, "probe_minutes": 1.5}
+    table = cost_table(cost)
+    assert "| masking | 2/4 | 4 | 2 |" in table and "| all groups, each run once | 2/6 | 4 | 2 |" in table
+
+
 @pytest.mark.slow
 def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
     cmd = [
@@ -168,6 +181,9 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
     assert (tmp_path / "summary.png").stat().st_size > 10_000
     md = (tmp_path / "summary.md").read_text()
     assert "### masking" in md and "| not run |" not in md
+    n_runs = len(planned_runs(GROUPS, seeds=QUICK_SEEDS))
+    assert f"| all groups, each run once | {n_runs}/{n_runs} |" in md
+    assert summary["_cost"]["all"]["train_minutes"] + summary["_cost"]["all"]["probe_minutes"] > 0.5
     # a second call finds every run done and trains nothing
     again = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path)
     assert f"{len(planned_runs(GROUPS, seeds=QUICK_SEEDS))} done, 0 to do" in again.stdout
