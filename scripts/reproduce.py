@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     mode = "quick mode: a tiny budget, not results" if args.quick else "full mode"
     head = (f"Written by `python scripts/reproduce.py` ({mode}); accuracies in %, mean ± std over the seeds done "
             "(done/planned), Fashion-MNIST probes on all 60,000 training / 10,000 test images; rows marked "
-            "'not run' are planned; the last table is the time the runs took on their host (raw pixels' probes not counted). "
-            "Rebuild with `python scripts/reproduce.py --summary-only`.\n\n")  # fmt: skip
+            "'not run' are planned; the last table is the time the runs took on their host (raw pixels' "
+            "probes not counted). Rebuild with `python scripts/reproduce.py --summary-only`.\n\n")  # fmt: skip
     (out / "summary.md").write_text(head + table)
     plot_summary({g: r for g, r in summary.items() if not g.startswith("_")}, out / "summary.png")
     print(ex.markdown_table({g: summary[g] for g in groups}))
