@@ -82,6 +82,13 @@ def test_rows_change_exactly_what_they_say():
     assert (small.model, small.mask, small.optim.ema) == (base.model, base.mask, base.optim.ema)
     long = make_config(rows["batch 32, 6 epochs (11250 steps)"].overrides, 0)
     assert total_steps_of(long, 60_000)[1] == 11250 and long.optim.lr == small.optim.lr
+    # the 384-wide row: twice the width at the same 64-dim heads, half the lr, else the small-batch recipe
+    wide = make_config(rows["384 wide, batch 32, 2.3 epochs (4312 steps)"].overrides, 0)
+    assert (wide.model.embed_dim, wide.model.embed_dim // wide.model.num_heads) == (384, 64)
+    assert wide.model == dataclasses.replace(small.model, embed_dim=384, num_heads=6)
+    assert (wide.optim.lr, wide.optim.start_lr) == (small.optim.lr / 2, small.optim.start_lr / 2)
+    assert total_steps_of(wide, 60_000)[1] == 4312 and wide.optim.global_batch == 32
+    assert (wide.mask, wide.method, wide.optim.ema) == (small.mask, small.method, small.optim.ema)
     # the baselines get exactly the same recipe: only the method (and MAE's own masks) differ
     for name, method in (
         ("MAE, batch 32, 0.8 epochs", "mae"),
