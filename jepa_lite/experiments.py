@@ -37,7 +37,7 @@ from .evaluate import (
 METRICS = ("linear_probe", "knn", "low_shot", "rankme", "count", "position")
 MAE_PRESET = ("method.name=mae", "mask.strategy=random", "mask.target_ratio=0.75")  # as scripts/pretrain.py
 SMALL_BATCH = ("optim.global_batch=32", "optim.lr=3.5e-4", "optim.start_lr=7e-5")  # the 30-min recipe
-WIDE_384 = ("optim.global_batch=32", "optim.lr=1.75e-4", "optim.start_lr=3.5e-5", "optim.epochs=2.3",
+WIDE_384 = (SMALL_BATCH[0], "optim.lr=1.75e-4", "optim.start_lr=3.5e-5", "optim.epochs=2.3",
             "model.embed_dim=384", "model.num_heads=6")  # fmt: skip
 
 
