@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import time
@@ -89,6 +90,11 @@ def test_rows_change_exactly_what_they_say():
     assert (wide.optim.lr, wide.optim.start_lr) == (small.optim.lr / 2, small.optim.start_lr / 2)
     assert total_steps_of(wide, 60_000)[1] == 4312 and wide.optim.global_batch == 32
     assert (wide.mask, wide.method, wide.optim.ema) == (small.mask, small.method, small.optim.ema)
+    # the 2-deep row: half the encoder's blocks (predictor untouched), else the small-batch recipe, 8.4 epochs
+    shallow = make_config(rows["2 deep, batch 32, 8.4 epochs (15750 steps)"].overrides, 0)
+    assert shallow.model == dataclasses.replace(small.model, depth=2) and small.model.depth == 4
+    assert total_steps_of(shallow, 60_000)[1] == 15750 and shallow.optim.lr == small.optim.lr
+    assert (shallow.mask, shallow.method, shallow.optim.ema) == (small.mask, small.method, small.optim.ema)
     # the baselines get exactly the same recipe: only the method (and MAE's own masks) differ
     for name, method in (
         ("MAE, batch 32, 0.8 epochs", "mae"),
@@ -172,8 +178,11 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
         "--out",
         str(tmp_path),
     ]
+    # as a user runs it: torch's own thread count (conftest pins OMP_NUM_THREADS=1 for the notebooks' kernels,
+    # which run beside pytest; here pytest only waits)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path)
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path, env=env)
     elapsed = time.perf_counter() - t0
     assert elapsed < 300, f"quick grid took {elapsed:.0f} s"
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -192,10 +201,11 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
     assert f"| all groups, each run once | {n_runs}/{n_runs} |" in md
     assert summary["_cost"]["all"]["train_minutes"] + summary["_cost"]["all"]["probe_minutes"] > 0.5
     # a second call finds every run done and trains nothing
-    again = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path)
+    again = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert f"{len(planned_runs(GROUPS, seeds=QUICK_SEEDS))} done, 0 to do" in again.stdout
     # running one group rewrites the summary files with every group's rows, not only its own
-    subprocess.run([*cmd, "--groups", "n_targets"], check=True, capture_output=True, text=True, cwd=tmp_path)
+    run = dict(check=True, capture_output=True, text=True, cwd=tmp_path, env=env)
+    subprocess.run([*cmd, "--groups", "n_targets"], **run)
     assert json.loads((tmp_path / "summary.json").read_text()).keys() == summary.keys()
     assert (tmp_path / "summary.md").read_text() == md
     # runs probed by an older protocol are flagged, then re-run (same numbers: training is deterministic)
@@ -204,11 +214,9 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
     for seed in range(seeds):
         stale = tmp_path / "runs" / f"{run_key(row.overrides, seed)}.json"
         stale.write_text(json.dumps(dict(json.loads(stale.read_text()), probe_version=PROBE_VERSION - 1)))
-    subprocess.run([*cmd, "--summary-only"], check=True, capture_output=True, text=True, cwd=tmp_path)
+    subprocess.run([*cmd, "--summary-only"], **run)
     assert f"| {row.name} {STALE_MARK} |" in (tmp_path / "summary.md").read_text()
-    rerun = subprocess.run(
-        [*cmd, "--groups", "n_targets"], check=True, capture_output=True, text=True, cwd=tmp_path
-    )
+    rerun = subprocess.run([*cmd, "--groups", "n_targets"], **run)
     assert f", {seeds} to do" in rerun.stdout
     after = json.loads((tmp_path / "summary.json").read_text())["n_targets"][0]
     before = summary["n_targets"][0]
