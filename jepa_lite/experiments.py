@@ -106,7 +106,7 @@ GROUPS: dict[str, list[Row]] = {
         Row("batch 32, 6 epochs (11250 steps)", (*SMALL_BATCH, "optim.epochs=6"), 2),  # the best: 2 seeds
         # A 384-wide encoder (wider pooled features) at half the lr, for the ~30 minutes its dearer steps allow.
         Row("384 wide, batch 32, 2.3 epochs (4312 steps)", WIDE_384, 2),
-        # A 2-deep encoder: level with 4 deep at 1500 steps and 1.4x faster per step, so more epochs in ~30 min.
+        # A 2-deep encoder: level with 4 deep at 1500 steps and 1.4x faster, so the 6-epoch row's cost buys 8.4.
         Row(
             "2 deep, batch 32, 8.4 epochs (15750 steps)",
             (*SMALL_BATCH, "optim.epochs=8.4", "model.depth=2"),

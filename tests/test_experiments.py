@@ -181,8 +181,9 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
     # as a user runs it: torch's own thread count (conftest pins OMP_NUM_THREADS=1 for the notebooks' kernels,
     # which run beside pytest; here pytest only waits)
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    run = dict(check=True, capture_output=True, text=True, cwd=tmp_path, env=env)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path, env=env)
+    subprocess.run(cmd, **run)
     elapsed = time.perf_counter() - t0
     assert elapsed < 300, f"quick grid took {elapsed:.0f} s"
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -201,10 +202,9 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
     assert f"| all groups, each run once | {n_runs}/{n_runs} |" in md
     assert summary["_cost"]["all"]["train_minutes"] + summary["_cost"]["all"]["probe_minutes"] > 0.5
     # a second call finds every run done and trains nothing
-    again = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=tmp_path, env=env)
+    again = subprocess.run(cmd, **run)
     assert f"{len(planned_runs(GROUPS, seeds=QUICK_SEEDS))} done, 0 to do" in again.stdout
     # running one group rewrites the summary files with every group's rows, not only its own
-    run = dict(check=True, capture_output=True, text=True, cwd=tmp_path, env=env)
     subprocess.run([*cmd, "--groups", "n_targets"], **run)
     assert json.loads((tmp_path / "summary.json").read_text()).keys() == summary.keys()
     assert (tmp_path / "summary.md").read_text() == md
