@@ -130,6 +130,8 @@ GROUPS: dict[str, list[Row]] = {
 QUICK = ("data.limit=512", "optim.global_batch=32", "optim.max_steps=3", "optim.warmup_epochs=0",
          "eval.train_limit=300", "eval.test_limit=150", "eval.low_shot_per_class=10")  # fmt: skip
 SHAPES_SIZES = {"full": (10_000, 2_000), "quick": (100, 50)}
+# test images whose RankMe is tracked during training (the quick runs' curve is three points of 64 images)
+CURVE_IMAGES = {"full": 512, "quick": 64}
 # L-BFGS iterations per probe fit (quick mode probes a few hundred samples)
 PROBE_ITERS = {"full": MAX_ITER, "quick": 20}
 # Runs probed by an older `PROBE_VERSION` (jepa_lite/evaluate.py) are re-run by `run_grid` and flagged in the
@@ -272,7 +274,8 @@ def run_one(
     key = run_key(overrides, seed)
     cfg.ckpt_every = 0 if quick else 50
     cfg.keep_last = 1
-    curve_images = torch.stack([probes.test[i][0] for i in range(min(512, len(probes.test)))])  # RankMe curve
+    n_curve = min(CURVE_IMAGES["quick" if quick else "full"], len(probes.test))
+    curve_images = torch.stack([probes.test[i][0] for i in range(n_curve)])  # RankMe curve
     t0 = time.perf_counter()
     result = train(cfg, run_dir=Path(work_dir) / key, resume="auto", progress=progress,
                    on_step=rankme_probe(curve_images, every=max(1, _total_steps(cfg) // 10)))  # fmt: skip
