@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -95,6 +96,19 @@ def test_rows_change_exactly_what_they_say():
     assert shallow.model == dataclasses.replace(small.model, depth=2) and small.model.depth == 4
     assert total_steps_of(shallow, 60_000)[1] == 15750 and shallow.optim.lr == small.optim.lr
     assert (shallow.mask, shallow.method, shallow.optim.ema) == (small.mask, small.method, small.optim.ema)
+    # the rows past the 30-minute budget change only the epochs of the 4-deep or 2-deep small-batch recipe
+    for name, epochs, recipe in (
+        ("batch 32, 12 epochs (22500 steps)", 12, small),
+        ("2 deep, batch 32, 24 epochs (45000 steps)", 24, shallow),
+        ("2 deep, batch 32, 32 epochs (60000 steps)", 32, shallow),
+    ):
+        cfg = make_config(rows[name].overrides, 0)
+        assert cfg.optim == dataclasses.replace(recipe.optim, epochs=epochs) and rows[name].seeds == 1
+        assert (cfg.model, cfg.mask, cfg.method) == (recipe.model, recipe.mask, recipe.method)
+    # every budget row that names its step count trains for exactly that many steps
+    for row in GROUPS["training_budget"]:
+        if m := re.search(r"\((\d+) steps\)", row.name):
+            assert total_steps_of(make_config(row.overrides, 0), 60_000)[1] == int(m.group(1)), row.name
     # the baselines get exactly the same recipe: only the method (and MAE's own masks) differ
     for name, method in (
         ("MAE, batch 32, 0.8 epochs", "mae"),
