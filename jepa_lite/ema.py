@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ema_update", "momentum_at"]
+__all__ = ["ema_update", "momentum_at", "init_share"]
 
 
 @torch.no_grad()
@@ -33,3 +33,16 @@ def momentum_at(step: int, total_steps: int, start: float = 0.996, end: float = 
         raise ValueError(f"total_steps {total_steps} must be positive")
     frac = min(max(step / total_steps, 0.0), 1.0)
     return start + (end - start) * frac
+
+
+def init_share(momenta) -> float:
+    """Weight of the initial target encoder left in the EMA after updates with these momenta: prod(m_t).
+
+    After T updates, target = prod(m) * target_0 + (a mix of online encoders), so with m rising from 0.996 the
+    target stays mostly its random initialisation for the first few hundred steps."""
+    share = 1.0
+    for m in momenta:
+        if not 0.0 <= m <= 1.0:
+            raise ValueError(f"EMA momentum {m} must lie in [0, 1]")
+        share *= m
+    return share

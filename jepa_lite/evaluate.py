@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -198,8 +198,16 @@ def _standardise(train_x: Tensor, *others: Tensor) -> list[Tensor]:
     return [(t.to(train_x.device).float() - mean) / std for t in (train_x, *others)]
 
 
-def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int) -> nn.Linear:
-    """Multinomial logistic regression: mean cross-entropy + wd/2 * ||W||^2, full-batch L-BFGS from zero."""
+def _fit_logreg(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    weight_decay: float,
+    max_iter: int,
+    on_eval: Callable[[], None] | None = None,
+) -> nn.Linear:
+    """Multinomial logistic regression: mean cross-entropy + wd/2 * ||W||^2, full-batch L-BFGS from zero.
+    `on_eval()` is called at every loss evaluation (progress of a long fit)."""
     with torch.inference_mode(False), torch.enable_grad():  # works even where the caller disabled autograd
         if x.is_inference():  # tensors made under inference_mode cannot be saved for backward
             x, y = x.clone(), y.clone()
@@ -220,6 +228,8 @@ def _fit_logreg(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max
             opt.zero_grad()
             loss = F.cross_entropy(model(x), y) + 0.5 * weight_decay * model.weight.square().sum()
             loss.backward()
+            if on_eval is not None:
+                on_eval()
             return loss
 
         opt.step(closure)
@@ -232,13 +242,21 @@ def _accuracy(model: nn.Linear, x: Tensor, y: Tensor) -> float:
 
 
 def select_weight_decay(
-    x: Tensor, y: Tensor, num_classes: int, decays: Sequence[float], *, max_iter: int = MAX_ITER
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    decays: Sequence[float],
+    *,
+    max_iter: int = MAX_ITER,
+    on_fit: Callable[[], None] | None = None,
+    on_eval: Callable[[], None] | None = None,
 ) -> float:
     """Choose the L2 strength for a probe on all of `x` [N, D] (standardised) by a seeded hold-out split.
 
     Holds out min(20%, 10k) samples, fits one probe per wd on at most 5k of the rest, and keeps the most
     accurate (ties: the larger wd). The winner is rescaled by n_fit / N for the fit on all N samples, keeping
     the summed-loss penalty N * wd fixed (the prior does not grow with data); a subset fit stays cheap.
+    `on_fit()` is called after each fit and `on_eval()` at each loss evaluation (progress bars).
     """
     n = len(x)
     n_val = min(int(n * VAL_FRACTION), MAX_VAL)
@@ -250,8 +268,10 @@ def select_weight_decay(
     x_fit, y_fit, x_val, y_val = x[fit], y[fit], x[val], y[val]
     scores = []
     for wd in decays:
-        model = _fit_logreg(x_fit, y_fit, num_classes, wd, max_iter)
+        model = _fit_logreg(x_fit, y_fit, num_classes, wd, max_iter, on_eval)
         scores.append((_accuracy(model, x_val, y_val), wd))
+        if on_fit is not None:
+            on_fit()
     return max(scores)[1] * n_fit / n
 
 
@@ -263,6 +283,8 @@ def linear_probe(
     *,
     weight_decay: float | Sequence[float] = WEIGHT_DECAYS,
     max_iter: int = MAX_ITER,
+    on_fit: Callable[[], None] | None = None,
+    on_eval: Callable[[], None] | None = None,
 ) -> float:
     """Test accuracy (%) of a multinomial logistic-regression probe on standardised frozen features.
 
@@ -270,7 +292,7 @@ def linear_probe(
     strong-Wolfe line search, loss = mean cross-entropy + wd/2 * ||W||^2) is fit on all training features
     until the loss stops changing (at most `max_iter` iterations: a probe stopped early under-rates features).
     A float `weight_decay` is used as is; a sequence is searched by `select_weight_decay` (seeded hold-out
-    split). Deterministic for fixed inputs.
+    split). Deterministic for fixed inputs. `on_fit()` is called after each L-BFGS fit, `on_eval()` at each loss evaluation (progress bars).
     """
     num_classes = _check_probe_inputs(train_x, train_y, test_x, test_y)
     decays = (
@@ -284,9 +306,18 @@ def linear_probe(
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     train_x, test_x = _standardise(train_x, test_x)
     train_y, test_y = train_y.to(train_x.device).long(), test_y.to(train_x.device).long()
-    wd = select_weight_decay(train_x, train_y, num_classes, decays, max_iter=max_iter)
-    model = _fit_logreg(train_x, train_y, num_classes, wd, max_iter)
+    wd = select_weight_decay(
+        train_x, train_y, num_classes, decays, max_iter=max_iter, on_fit=on_fit, on_eval=on_eval
+    )
+    model = _fit_logreg(train_x, train_y, num_classes, wd, max_iter, on_eval)
+    if on_fit is not None:
+        on_fit()
     return _accuracy(model, test_x, test_y)
+
+
+def probe_fits(n_decays: int = len(WEIGHT_DECAYS)) -> int:
+    """L-BFGS fits of one `linear_probe` call: one per L2 strength tried (if several), then the final fit."""
+    return n_decays + 1 if n_decays > 1 else 1
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -403,19 +434,48 @@ def evaluate_features(
     per_class: int = 60,
     max_iter: int = MAX_ITER,
     device: torch.device | str | None = None,
+    progress: bool = False,
+    desc: str = "probes",
 ) -> dict[str, float]:
     """All frozen-feature metrics: keys `linear_probe`, `knn`, `low_shot` (accuracies in %) and `rankme`
     (of the test features). `max_iter` bounds the L-BFGS iterations of each probe fit. `device`: where the
-    probes run (default: where the features are); on a GPU the L-BFGS fits take seconds instead of minutes."""
+    probes run (default: where the features are); on a GPU the L-BFGS fits take seconds instead of minutes.
+    `progress`: a bar that advances with each of the probes' fits (the linear probe's last fit, on every
+    training feature, is the long one on a CPU)."""
+    from tqdm.auto import tqdm
+
     _check_probe_inputs(train_x, train_y, test_x, test_y)
     if device is not None:
         train_x, train_y, test_x, test_y = (t.to(device) for t in (train_x, train_y, test_x, test_y))
-    return {
-        "linear_probe": linear_probe(train_x, train_y, test_x, test_y, max_iter=max_iter),
-        "knn": knn_accuracy(train_x, train_y, test_x, test_y),
-        "low_shot": low_shot_probe(train_x, train_y, test_x, test_y, per_class=per_class, max_iter=max_iter),
-        "rankme": rankme(test_x),
-    }
+    fits = 2 * probe_fits() + 2  # linear probe, low-shot probe, then k-NN and RankMe as one step each
+    with tqdm(total=fits, desc=desc, unit="fit", disable=not progress, leave=False) as bar:
+        evals = [0, ""]  # loss evaluations of the current fit, stage name
+
+        def start(name: str) -> None:
+            evals[:] = [0, name]
+            bar.set_postfix_str(name, refresh=True)
+
+        def on_fit() -> None:
+            evals[0] = 0
+            bar.update()
+
+        def on_eval() -> None:  # the long fits: show that L-BFGS is moving
+            evals[0] += 1
+            if evals[0] % 100 == 0:
+                bar.set_postfix_str(f"{evals[1]}: {evals[0]} L-BFGS steps", refresh=True)
+
+        hooks = dict(max_iter=max_iter, on_fit=on_fit, on_eval=on_eval)
+        start("linear probe")
+        out = {"linear_probe": linear_probe(train_x, train_y, test_x, test_y, **hooks)}
+        start("k-NN")
+        out["knn"] = knn_accuracy(train_x, train_y, test_x, test_y)
+        on_fit()
+        start("1% low-shot")
+        out["low_shot"] = low_shot_probe(train_x, train_y, test_x, test_y, per_class=per_class, **hooks)
+        start("RankMe")
+        out["rankme"] = rankme(test_x)
+        on_fit()
+    return {k: out[k] for k in ("linear_probe", "knn", "low_shot", "rankme")}
 
 
 def evaluate_encoder(
@@ -436,4 +496,5 @@ def evaluate_encoder(
     kwargs = dict(batch_size=batch_size, device=device, progress=progress, precision=precision)
     train_x, train_y = extract_features(encoder, train_set, **kwargs)
     test_x, test_y = extract_features(encoder, test_set, **kwargs)
-    return evaluate_features(train_x, train_y, test_x, test_y, per_class=per_class, device=device)
+    return evaluate_features(train_x, train_y, test_x, test_y, per_class=per_class, device=device,
+                             progress=progress)  # fmt: skip

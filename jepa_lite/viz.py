@@ -35,6 +35,7 @@ __all__ = [
     "plot_sincos_positions",
     "plot_curves",
     "plot_experiment_summary",
+    "plot_accuracy_vs_compute",
 ]
 
 
@@ -656,5 +657,42 @@ def plot_experiment_summary(summary: Mapping[str, Sequence[Mapping]], metric: st
     for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
     fig.supxlabel(f"{PROBE_NAMES.get(metric, metric)} (%)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+METHOD_NAMES = {"ijepa": "I-JEPA", "mae": "MAE", "invariant": "Invariant (InfoNCE)"}
+
+
+def plot_accuracy_vs_compute(
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    metrics: Sequence[str] = ("linear_probe", "knn"),
+    *,
+    baselines: Mapping[str, Mapping[str, float]] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Probe accuracy against training minutes: one line per entry of `curves` ({label: [{"train_minutes": t,
+    metric: accuracy, ...}, ...]}, e.g. the snapshots of a course checkpoint's card), and a dashed horizontal
+    line per entry of `baselines` ({label: {metric: accuracy}}, e.g. the random-init encoder). The
+    course-scale version of the paper's Figure 1 (linear evaluation against pretraining GPU hours)."""
+    if not curves:
+        raise ValueError("curves is empty; pass {label: [{'train_minutes': t, metric: accuracy}, ...]}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for label, points in curves.items():
+            x = [p["train_minutes"] for p in points]
+            y = [p[metric] for p in points]
+            ax.plot(x, y, marker="o" if len(x) > 1 else "*", ms=5 if len(x) > 1 else 11, label=label)
+            ax.annotate(
+                f"{y[-1]:.1f}", (x[-1], y[-1]), textcoords="offset points", xytext=(4, -3), fontsize=7
+            )
+        for k, (label, values) in enumerate((baselines or {}).items()):
+            ax.axhline(values[metric], ls="--", lw=1, color=f"{0.25 + 0.25 * k:.2f}", label=label)
+        ax.set_xlabel("training time (minutes)")
+        ax.set_ylabel(f"{PROBE_NAMES.get(metric, metric)} (%)")
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

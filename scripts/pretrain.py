@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+T_START = time.perf_counter()  # the total wall time printed at the end counts imports and data loading too
+
+import yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -155,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     results = {
         "name": cfg.name,
         "method": cfg.method.name,
+        "seed": cfg.seed,
         "steps": result.step,
         "train_seconds": round(train_s, 1),
     }
@@ -166,8 +169,12 @@ def main(argv: list[str] | None = None) -> dict | None:
         test_set = build_dataset(cfg.data.name, train=False, limit=ev.test_limit, **kw)
         probe = dict(per_class=ev.low_shot_per_class, batch_size=ev.batch_size, device=acc.device,
                      progress=not args.quiet)  # fmt: skip
+        what = (f"features of {len(train_set):,} + {len(test_set):,} images, then linear probe, k-NN, "
+                f"1% low-shot and RankMe")  # fmt: skip
+        print(f"probing the trained target encoder ({what})", flush=True)
         results.update(evaluate_encoder(result.method.eval_encoder, train_set, test_set, **probe))
         if result.init_encoder is not None:
+            print("probing the same encoder at initialisation (the control: what training added)", flush=True)
             init = result.init_encoder.to(acc.device)  # copied before accelerate moved the model
             results["init"] = evaluate_encoder(init, train_set, test_set, **probe)
         if args.pixels:
@@ -175,9 +182,13 @@ def main(argv: list[str] | None = None) -> dict | None:
                                                   per_class=ev.low_shot_per_class)  # fmt: skip
         results["eval_seconds"] = round(time.perf_counter() - t1, 1)
         results["probe_version"] = PROBE_VERSION
+    results["wall_seconds"] = round(time.perf_counter() - T_START, 1)
+    if "eval_seconds" in results:
         print_results(results)
     (run_dir / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"wrote {run_dir / 'results.json'} ({train_s / 60:.1f} min of training)")
+    probes = f", {results['eval_seconds'] / 60:.1f} min of probes" if "eval_seconds" in results else ""
+    print(f"wrote {run_dir / 'results.json'}: {results['wall_seconds'] / 60:.1f} min wall time in all "
+          f"({train_s / 60:.1f} min of training{probes})")  # fmt: skip
     return results
 
 
@@ -187,6 +198,9 @@ def print_results(results: dict) -> None:
     print(f"\n{'encoder':<10}" + "".join(f"{k:>14}" for k in keys))
     for name, r in rows:
         print(f"{name:<10}" + "".join(f"{r[k]:>14.2f}" for k in keys))
+    if "init" in results:
+        gain = "".join(f"{results[k] - results['init'][k]:>+14.2f}" for k in keys[:3])
+        print(f"{'gain':<10}" + gain + "   (trained minus init, points)")
 
 
 if __name__ == "__main__":

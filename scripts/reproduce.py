@@ -7,6 +7,11 @@ last checkpoint, so the grid can be spread over several sessions.
     python scripts/reproduce.py --groups architectures   # one group
     python scripts/reproduce.py --quick --out /tmp/grid  # tiny budget, every group, a few minutes (CI)
     python scripts/reproduce.py --summary-only           # rebuild the tables and figure from the JSONs
+    python scripts/reproduce.py --groups course_checkpoints   # retrain the shipped checkpoints (hours on a CPU)
+    python scripts/reproduce.py --groups course_checkpoints --checkpoints ijepa
+
+`course_checkpoints` is not a table of the grid: it retrains jepa_lite/checkpoints/ (jepa_lite.pretrained),
+probing snapshots at 1/8, 1/4, 1/2 and all of each budget, and draws results/accuracy_vs_compute.png.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from jepa_lite import experiments as ex  # noqa: E402
 
+COURSE = "course_checkpoints"  # retrains the shipped checkpoints (jepa_lite.pretrained), not a grid table
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,7 +34,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--groups",
         default=",".join(ex.GROUPS),
         help=f"groups to run, a comma-separated subset of {', '.join(ex.GROUPS)} "
-        "(the summary files always cover every group)",
+        f"(the summary files always cover every group), or {COURSE}",
+    )
+    p.add_argument(
+        "--checkpoints", default=None, help=f"with {COURSE}: which, comma-separated (default: all)"
     )
     p.add_argument("--out", default="results", help="results folder (default: results)")
     p.add_argument("--quick", action="store_true", help="tiny budget (a few steps, small probes) for CI")
@@ -43,9 +53,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
-    if unknown := [g for g in groups if g not in ex.GROUPS]:
-        raise SystemExit(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(ex.GROUPS)}")
+    if unknown := [g for g in groups if g not in ex.GROUPS and g != COURSE]:
+        raise SystemExit(
+            f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(ex.GROUPS)}, {COURSE}"
+        )
     out = Path(args.out)
+    if COURSE in groups:
+        groups.remove(COURSE)
+        course_checkpoints(args, out)
+        if not groups:
+            return {}
     seeds = args.seeds if args.seeds is not None else (ex.QUICK_SEEDS if args.quick else None)
     if not args.summary_only:
         ex.run_grid(
@@ -69,6 +86,35 @@ def main(argv: list[str] | None = None) -> dict:
     plot_summary({g: r for g, r in summary.items() if not g.startswith("_")}, out / "summary.png")
     print(ex.markdown_table({g: summary[g] for g in groups}))
     return summary
+
+
+def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
+    """Retrain the course checkpoints (quick: into OUT/checkpoints) and draw accuracy against compute."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jepa_lite import pretrained
+    from jepa_lite.viz import METHOD_NAMES, plot_accuracy_vs_compute
+
+    which = args.checkpoints.split(",") if args.checkpoints else None
+    if which and (unknown := [n for n in which if n not in pretrained.RECIPES]):
+        raise SystemExit(
+            f"unknown checkpoint(s) {', '.join(unknown)}; choose from {', '.join(pretrained.RECIPES)}"
+        )
+    weights = out / "checkpoints" if args.quick else None
+    pretrained.retrain(which, out_dir=weights, work_dir=out / ".work" / "course_checkpoints", quick=args.quick,
+                       progress=not args.quiet)  # fmt: skip
+    cards = {n: pretrained.card(n, weights) for n in pretrained.available(weights)}
+    out.mkdir(parents=True, exist_ok=True)
+    curves = {METHOD_NAMES[c["method"]]: c["snapshots"] for c in cards.values()}
+    title = "Fashion-MNIST probes of the course checkpoints during training (same CPU, same encoder)"
+    fig = plot_accuracy_vs_compute(curves, title=title)
+    fig.savefig(out / "accuracy_vs_compute.png", dpi=120, bbox_inches="tight")
+    for name, info in cards.items():
+        p = info["probes"]
+        print(f"{name:>10}: linear probe {p['linear_probe']:.1f}, k-NN {p['knn']:.1f}, low-shot "
+              f"{p['low_shot']:.1f} after {info['train_minutes']:.0f} min of training ({info['dtype']})")  # fmt: skip
+    return cards
 
 
 def plot_summary(summary: dict, path: Path) -> None:

@@ -17,6 +17,31 @@ def test_default_config_is_fmnist_ijepa():
     assert cfg.name == "fmnist_vit_tiny" and cfg.method.name == "ijepa" and cfg.data.name == "fmnist"
 
 
+def test_default_config_is_what_the_readme_says():
+    """The README's configs table describes the course default: width, depth, patch, image, batch, epochs."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `fmnist_vit_tiny` (default)"))
+    assert (
+        row
+        == "| `fmnist_vit_tiny` (default) | Fashion-MNIST | ViT-Tiny (192 wide, 2 deep, patch 4) | 28 | 32 | - | 1.2 | 0.1 |"
+    )
+    m, o = load_config().model, load_config().optim
+    assert (m.embed_dim, m.depth, m.patch_size, load_config().data.image_size) == (192, 2, 4, 28)
+    assert (o.global_batch, o.max_device_batch, o.epochs, o.warmup_epochs) == (32, None, 1.2, 0.1)
+    assert (o.lr, o.start_lr) == (3.5e-4, 7e-5)  # the batch-256 recipe's lr scaled by about sqrt(32/256)
+    assert "2,250 steps of batch 32 (1.2 epochs, peak lr 3.5e-4)" in " ".join(readme.split())
+
+
+def test_grid_base_is_the_config_every_grid_result_was_run_with():
+    from jepa_lite.experiments import GRID_BASE, make_config
+
+    cfg = make_config((), seed=0)
+    assert GRID_BASE == "fmnist_grid" and cfg.name == "fmnist_grid"
+    assert (cfg.model.depth, cfg.optim.global_batch, cfg.optim.epochs, cfg.optim.lr) == (4, 256, 0.8, 1e-3)
+
+
 def test_vith14_config_is_exactly_the_papers_recipe():
     d = config_to_dict(load_config("in1k_vith14_ep300"))
     assert d["model"]["name"] == "vit_huge_patch14_224" and d["data"]["image_size"] == 224

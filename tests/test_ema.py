@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from jepa_lite.ema import ema_update, momentum_at
+from jepa_lite.ema import ema_update, init_share, momentum_at
 
 
 def pair():
@@ -53,3 +53,18 @@ def test_momentum_schedule_is_linear_from_start_to_end():
     assert momentum_at(100, 100) == 1.0
     assert momentum_at(50, 100) == pytest.approx(0.998)
     assert momentum_at(500, 100) == 1.0
+
+
+def test_init_share_is_what_repeated_updates_leave_of_the_initial_target():
+    online, target = pair()
+    with torch.no_grad():
+        for p in online.parameters():
+            p.zero_()  # the online encoder is all zeros: what is left in the target is its initialisation
+    w0 = target.weight.clone()
+    momenta = [momentum_at(t, 187) for t in range(187)]
+    for m in momenta:
+        ema_update(target, online, m)
+    assert torch.allclose(target.weight, init_share(momenta) * w0, atol=1e-6)
+    assert 0.68 < init_share(momenta) < 0.70  # 187 steps from 0.996: about exp(-187 * 0.002)
+    with pytest.raises(ValueError, match="1.5"):
+        init_share([0.9, 1.5])

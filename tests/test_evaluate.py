@@ -22,6 +22,7 @@ from jepa_lite.evaluate import (
     low_shot_indices,
     low_shot_probe,
     pixel_features,
+    probe_fits,
     rankme,
     select_weight_decay,
 )
@@ -286,6 +287,28 @@ def test_evaluate_features_reports_every_metric(separable):
     assert set(out) == {"linear_probe", "knn", "low_shot", "rankme"}
     assert out["linear_probe"] >= 99 and out["knn"] >= 99 and out["low_shot"] >= 97
     assert 1.0 <= out["rankme"] <= 16.0
+
+
+def test_progress_bar_counts_every_probe_fit_and_changes_no_number(separable, capsys):
+    quiet = evaluate_features(*separable, per_class=5)
+    loud = evaluate_features(*separable, per_class=5, progress=True)
+    assert loud == quiet
+    err = capsys.readouterr().err
+    fits = (
+        2 * (len(WEIGHT_DECAYS) + 1) + 2
+    )  # linear probe and low-shot: one fit per L2 strength + the final one
+    assert f"{fits}/{fits}" in err and "1% low-shot" in err and probe_fits() == len(WEIGHT_DECAYS) + 1
+
+
+def test_linear_probe_reports_each_fit_and_each_loss_evaluation(separable):
+    fits, evals = [], []
+    linear_probe(*separable, on_fit=lambda: fits.append(1), on_eval=lambda: evals.append(1))
+    assert len(fits) == probe_fits() and len(evals) >= len(
+        fits
+    )  # L-BFGS evaluates the loss at least once a fit
+    fits.clear()
+    linear_probe(*separable, weight_decay=1e-3, on_fit=lambda: fits.append(1))
+    assert len(fits) == 1 == probe_fits(1)  # one strength given: no selection fits
 
 
 def test_evaluate_encoder_matches_evaluate_features():

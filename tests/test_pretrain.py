@@ -31,6 +31,9 @@ def test_pretrain_writes_a_complete_run_with_init_baseline(tmp_path):
     saved = json.loads((run / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
     assert saved["probe_version"] == PROBE_VERSION  # so a later probe change can tell these numbers apart
+    assert saved["seed"] == 0 and saved["steps"] == 3
+    # the wall time counts everything the learner waited for: training and probes, plus start-up
+    assert saved["wall_seconds"] >= saved["train_seconds"] + saved["eval_seconds"] - 0.2
     for block in (saved, saved["init"], saved["pixels"]):
         assert set(block) >= {"linear_probe", "knn", "low_shot", "rankme"}
         assert 10 < block["linear_probe"] <= 100  # 10 classes: far above chance even when tiny

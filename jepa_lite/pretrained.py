@@ -1,0 +1,262 @@
+"""The course checkpoints: I-JEPA, MAE and the invariant baseline trained on Fashion-MNIST for about the same
+CPU time, shipped in the repository as small safetensors, each with a card (its config, the command and seed
+that retrain it, its probes, and the probes of snapshots at 1/8, 1/4, 1/2 and all of its budget).
+
+    from jepa_lite import pretrained
+    encoder = pretrained.load("ijepa")                       # the EMA target encoder, ready to probe
+    predictor = pretrained.load("ijepa", part="predictor")   # what notebook 07 asks about the blue box
+    pretrained.card("mae")["probes"]                         # linear probe, k-NN, ... as recorded
+
+`python scripts/reproduce.py --groups course_checkpoints` retrains them (hours on a 2-core CPU, minutes on a
+GPU; a killed run resumes), with the same `jepa_lite.train` loop as every other run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .checkpoint import export_weights, load_weights
+from .config import config_from_dict, config_to_dict
+from .experiments import MAE_PRESET, ProbeSets, make_config, write_json
+from .train import build_encoder, build_method, total_steps_of
+
+__all__ = ["RECIPES", "WEIGHTS_DIR", "names", "available", "card", "load", "retrain", "knn_check"]
+
+WEIGHTS_DIR = Path(__file__).parent / "checkpoints"
+SNAPSHOTS = (1 / 8, 1 / 4, 1 / 2, 1)  # fractions of the budget whose encoder is probed during the run
+KNN_CHECK = {"train": 10_000, "test": 2_000}  # the fixed subsets of the quick check that a file is intact
+HALF_TOLERANCE = 0.2  # points any probe may move when the weights are stored in float16 instead of float32
+COMMAND = "python scripts/reproduce.py --groups course_checkpoints --checkpoints {name}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one course checkpoint is trained: overrides of the course default `fmnist_vit_tiny` and a seed."""
+
+    overrides: tuple[str, ...]
+    seed: int = 0
+    about: str = ""
+
+
+# All three are the course default (a 2-deep, 192-wide ViT on 4-px patches, batch 32) trained longer; each
+# gets its own objective and masks, and as many epochs as fit about the same training time on a CPU.
+BASE = "fmnist_vit_tiny"
+RECIPES: dict[str, Recipe] = {
+    "ijepa": Recipe(
+        ("optim.epochs=24",),
+        about="I-JEPA, multi-block masks, EMA target encoder and a 3-deep predictor",
+    ),
+    "mae": Recipe(
+        (*MAE_PRESET, "optim.epochs=40"),
+        about="MAE: 75% random masking, a 3-deep pixel decoder on normalised patches",
+    ),
+    "invariant": Recipe(
+        ("method.name=invariant", "optim.epochs=19"),
+        about="invariant joint-embedding (InfoNCE) on two random crops of each image",
+    ),
+}
+# The modules of each method that `load(name, part)` can return; "target_encoder" is always the encoder the
+# paper evaluates (I-JEPA's EMA target encoder; MAE's and the invariant method's only encoder).
+PARTS = {
+    "ijepa": ("target_encoder", "context_encoder", "predictor", "method"),
+    "mae": ("target_encoder", "encoder", "decoder", "method"),
+    "invariant": ("target_encoder", "encoder", "head", "method"),
+}
+
+
+def names() -> list[str]:
+    """Every course checkpoint's name, shipped or not."""
+    return list(RECIPES)
+
+
+def _check_name(name: str) -> None:
+    if name not in RECIPES:
+        raise ValueError(
+            f"unknown course checkpoint {name!r}; the course checkpoints are: {', '.join(RECIPES)}"
+        )
+
+
+def _paths(name: str, root: str | Path | None) -> tuple[Path, Path]:
+    folder = Path(root) if root is not None else WEIGHTS_DIR
+    return folder / f"{name}.safetensors", folder / f"{name}.json"
+
+
+def available(root: str | Path | None = None) -> list[str]:
+    """Names of the course checkpoints whose weights and card are present (in `root`, default the package's)."""
+    return [n for n in RECIPES if all(p.is_file() for p in _paths(n, root))]
+
+
+def card(name: str, root: str | Path | None = None) -> dict:
+    """The card of a course checkpoint: config, command, seed, training time, probes and snapshot probes."""
+    _check_name(name)
+    weights, card_path = _paths(name, root)
+    if not (weights.is_file() and card_path.is_file()):
+        raise FileNotFoundError(
+            f"course checkpoint {name!r} is not in {weights.parent} (needs {weights.name} and "
+            f"{card_path.name}); train it with `{COMMAND.format(name=name)}`"
+        )
+    return json.loads(card_path.read_text())
+
+
+def load(
+    name: str, part: str = "target_encoder", *, root: str | Path | None = None, device: str = "cpu"
+) -> nn.Module:
+    """A course checkpoint's module, in eval mode and float32: `part` is one of `PARTS[method]`.
+
+    Loads strictly (every key of the file, nothing else), so a wrong or damaged file fails here."""
+    _check_name(name)
+    if part not in PARTS[name]:
+        raise ValueError(f"part {part!r} of {name!r} must be one of: {', '.join(PARTS[name])}")
+    info = card(name, root)
+    method = build_method(config_from_dict(info["config"]), in_chans=1)
+    load_weights(method, _paths(name, root)[0], strict=True)
+    method.eval().requires_grad_(False).to(device)
+    if part == "method":
+        return method
+    return method.eval_encoder if part == "target_encoder" else getattr(method, part)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# training them
+
+
+def knn_check(encoder: nn.Module, cfg, *, quick: bool = False) -> float:
+    """k-NN accuracy (%) on the fixed subsets `KNN_CHECK` (first 10,000 train / 2,000 test images): cheap
+    enough for a test, sensitive to a wrong or damaged file."""
+    from .data import build_dataset
+    from .evaluate import extract_features, knn_accuracy
+
+    n_train, n_test = (300, 100) if quick else (KNN_CHECK["train"], KNN_CHECK["test"])
+    kw = dict(image_size=cfg.data.image_size, root=cfg.data.root)
+    train = build_dataset(cfg.data.name, train=True, limit=n_train, **kw)
+    test = build_dataset(cfg.data.name, train=False, limit=n_test, **kw)
+    return knn_accuracy(
+        *extract_features(encoder, train, progress=False), *extract_features(encoder, test, progress=False)
+    )
+
+
+def _snapshot_steps(total: int) -> list[int]:
+    return sorted({max(1, round(f * total)) for f in SNAPSHOTS})
+
+
+def _snapshot_saver(work: Path, steps: list[int]):
+    """`on_step` callback: export the eval encoder after each snapshot step (kept across a resume)."""
+
+    def on_step(step: int, method: nn.Module, row: dict) -> None:
+        done = step + 1
+        path = work / f"snap-{done:08d}.safetensors"
+        if done in steps and not path.exists():
+            export_weights(method.eval_encoder, path)
+
+    return on_step
+
+
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def retrain(
+    which: Iterable[str] | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    work_dir: str | Path = "results/.work/course_checkpoints",
+    quick: bool = False,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """Train the course checkpoints `which` (default all), probe their snapshots, write `<name>.safetensors`
+    and `<name>.json` to `out_dir` (default the package's), and return the cards.
+
+    Resumable: training checkpoints every 500 steps, snapshot weights and their probes stay in `work_dir`
+    until the card is written. Float16 weights are shipped when no probe moves by `HALF_TOLERANCE` or more."""
+    from .train import train
+
+    which = list(which) if which is not None else names()
+    for n in which:
+        _check_name(n)
+    out = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    cards = {}
+    probes = None
+    for name in which:
+        recipe = RECIPES[name]
+        cfg = make_config(recipe.overrides, recipe.seed, quick=quick, base=BASE)
+        cfg.name = f"course-{name}"
+        cfg.ckpt_every, cfg.keep_last = (0, 1) if quick else (500, 1)
+        work = Path(work_dir) / name
+        work.mkdir(parents=True, exist_ok=True)
+        total = total_steps_of(cfg, cfg.data.limit or 60_000)[1]
+        steps = _snapshot_steps(total)
+        print(f"course checkpoint {name}: {total} steps, snapshots after {steps}", flush=True)
+        t0 = time.perf_counter()
+        result = train(cfg, run_dir=work / "run", resume="auto", progress=progress,
+                       on_step=_snapshot_saver(work, steps))  # fmt: skip
+        wall = time.perf_counter() - t0
+        seconds = [r["time"] for r in result.history]  # per-step times, kept across a resume
+        probes = probes or ProbeSets(cfg, quick=quick)
+        snapshots = []
+        for s in steps:
+            record = work / f"snap-{s:08d}.json"
+            if not record.exists():
+                enc = load_weights(build_encoder(cfg, in_chans=1), work / f"snap-{s:08d}.safetensors")
+                print(f"  probing the snapshot after step {s}", flush=True)
+                write_json(record, {"step": s, "fraction": s / total,
+                                    "train_minutes": round(sum(seconds[:s]) / 60, 2),
+                                    **probes.evaluate(enc, progress=progress)})  # fmt: skip
+            snapshots.append(json.loads(record.read_text()))
+        # Ship float16 where the probes of the rounded weights stay within HALF_TOLERANCE of float32's.
+        state = {k: v.detach().cpu().contiguous() for k, v in result.method.state_dict().items()}
+        half = build_method(cfg, in_chans=1)
+        half.load_state_dict({k: v.float() for k, v in _half(state).items()})
+        print("  probing the float16-rounded weights", flush=True)
+        half_probes = probes.evaluate(half.eval_encoder.eval(), progress=progress)
+        metrics = ("linear_probe", "knn", "low_shot")
+        use_half = all(abs(half_probes[m] - snapshots[-1][m]) < HALF_TOLERANCE for m in metrics)
+        shipped = _half(state) if use_half else state
+        info = {"name": name, "about": recipe.about, "method": cfg.method.name, "seed": recipe.seed,
+                "overrides": list(recipe.overrides), "command": COMMAND.format(name=name),
+                "pretrain_command": " ".join(["python scripts/pretrain.py", f"--config {BASE} --name course-{name}",
+                                              *recipe.overrides, f"seed={recipe.seed}"]),
+                "config": config_to_dict(cfg), "steps": result.step, "epochs": cfg.optim.epochs,
+                "train_minutes": round(sum(seconds) / 60, 1), "wall_minutes_this_call": round(wall / 60, 1),
+                "trained_on": _device_name(), "dtype": "float16" if use_half else "float32",
+                "probes": half_probes if use_half else snapshots[-1], "probes_float32": snapshots[-1],
+                "snapshots": snapshots, "loss_curve": _loss_curve(result.history), "quick": quick}  # fmt: skip
+        weights, card_path = _paths(name, out)
+        tmp = weights.with_name(weights.name + ".tmp")
+        save_file(shipped, str(tmp), metadata={"name": name, "config": json.dumps(info["config"])})
+        os.chmod(tmp, 0o644)  # safetensors writes owner-only files; these are shipped
+        os.replace(tmp, weights)
+        info["knn_check"] = {**({"train": 300, "test": 100} if quick else KNN_CHECK),
+                             "knn": knn_check(_load_state(cfg, weights), cfg, quick=quick)}  # fmt: skip
+        write_json(card_path, info)
+        cards[name] = info
+    return cards
+
+
+def _loss_curve(history: list[dict], points: int = 200) -> list[list[float]]:
+    """[[step, mean loss], ...] over at most `points` equal windows of the run (a small card, a smooth curve)."""
+    window = max(1, len(history) // points)
+    return [[history[i]["step"], sum(r["loss"] for r in history[i : i + window]) / len(history[i : i + window])]
+            for i in range(0, len(history), window)]  # fmt: skip
+
+
+def _load_state(cfg, weights: Path) -> nn.Module:
+    method = build_method(cfg, in_chans=1)
+    state = load_file(str(weights))
+    method.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return method.eval_encoder.eval()
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU, {torch.get_num_threads()} threads"

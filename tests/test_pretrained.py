@@ -1,0 +1,88 @@
+"""The course checkpoints: the loader's errors, a quick retrain end to end, and the shipped files themselves."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from jepa_lite import pretrained
+from jepa_lite.config import config_from_dict, load_config
+from jepa_lite.models import Predictor, ViTEncoder
+
+HAS_FMNIST = Path("/usr/share/datasets/fashion-mnist").is_dir()
+needs_fmnist = pytest.mark.skipif(not HAS_FMNIST, reason="needs Fashion-MNIST (Debian dataset-fashion-mnist)")
+
+
+def test_unknown_name_lists_the_course_checkpoints():
+    with pytest.raises(ValueError, match="unknown course checkpoint 'dino'.*ijepa, mae, invariant"):
+        pretrained.load("dino")
+
+
+def test_unknown_part_lists_the_parts_of_that_method():
+    with pytest.raises(ValueError, match="part 'predictor' of 'mae' must be one of: target_encoder, encoder"):
+        pretrained.load("mae", part="predictor")
+
+
+def test_missing_weights_name_the_command_that_trains_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--groups course_checkpoints --checkpoints invariant"):
+        pretrained.load("invariant", root=tmp_path)
+    assert pretrained.available(tmp_path) == []
+
+
+def test_recipes_share_one_encoder_and_differ_in_objective():
+    cfgs = {
+        n: load_config("fmnist_vit_tiny", [*r.overrides, f"seed={r.seed}"])
+        for n, r in pretrained.RECIPES.items()
+    }
+    assert {c.method.name for c in cfgs.values()} == {"ijepa", "mae", "invariant"}
+    encoders = {
+        (c.model.depth, c.model.embed_dim, c.model.patch_size, c.optim.global_batch) for c in cfgs.values()
+    }
+    assert encoders == {(2, 192, 4, 32)}
+    assert cfgs["mae"].mask.strategy == "random" and cfgs["mae"].mask.target_ratio == 0.75
+
+
+def test_snapshot_steps_are_the_budget_fractions():
+    assert pretrained._snapshot_steps(45_000) == [5625, 11250, 22500, 45000]
+    assert pretrained._snapshot_steps(3) == [1, 2, 3]  # tiny budgets: never step 0, no duplicates
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_quick_retrain_writes_a_card_and_weights_that_load_strictly(tmp_path):
+    cards = pretrained.retrain(
+        ["ijepa"], out_dir=tmp_path, work_dir=tmp_path / "work", quick=True, progress=False
+    )
+    info = cards["ijepa"]
+    assert pretrained.available(tmp_path) == ["ijepa"]
+    assert json.loads((tmp_path / "ijepa.json").read_text()) == json.loads(json.dumps(info))
+    assert [s["step"] for s in info["snapshots"]] == [1, 2, 3]
+    assert info["steps"] == 3 and info["probes_float32"] == info["snapshots"][-1]
+    assert info["command"].endswith("--checkpoints ijepa") and "seed=0" in info["pretrain_command"]
+    enc = pretrained.load("ijepa", root=tmp_path)
+    pred = pretrained.load("ijepa", part="predictor", root=tmp_path)
+    assert isinstance(enc, ViTEncoder) and isinstance(pred, Predictor) and not enc.training
+    assert enc.pos_embed.dtype == torch.float32  # float16 files come back as float32 modules
+    # the loaded encoder is the one whose k-NN check was recorded
+    knn = pretrained.knn_check(enc, config_from_dict(info["config"]), quick=True)
+    assert knn == info["knn_check"]["knn"]
+    # the file is the one it claims: a changed weight is a different encoder
+    target = pretrained.load("ijepa", part="method", root=tmp_path).target_encoder
+    assert torch.equal(target.blocks[0].attn.qkv.weight, enc.blocks[0].attn.qkv.weight)
+
+
+@needs_fmnist
+@pytest.mark.slow
+@pytest.mark.parametrize("name", pretrained.names())
+def test_shipped_checkpoint_reproduces_its_recorded_knn(name):
+    """A wrong, damaged or stale file fails here: its k-NN on the fixed 2,000 test images must match its card."""
+    if name not in pretrained.available():
+        pytest.skip(
+            f"{name} is not shipped in this checkout (train it: {pretrained.COMMAND.format(name=name)})"
+        )
+    info = pretrained.card(name)
+    enc = pretrained.load(name)
+    assert info["knn_check"]["test"] == pretrained.KNN_CHECK["test"]
+    knn = pretrained.knn_check(enc, config_from_dict(info["config"]))
+    assert abs(knn - info["knn_check"]["knn"]) <= 0.5, (name, knn, info["knn_check"])
