@@ -68,9 +68,11 @@ def table(runs: list[dict]) -> str:
               "|---|---|---|---|---|---|"]  # fmt: skip
     for r in runs:
         gain = " / ".join(f"{r[m] - r['init'][m]:+.1f}" for m in METRICS[:3])
-        lines.append(f"| {r['seed']} | {r['steps']} | {r['train_seconds'] / 60:.1f} | {r['eval_seconds'] / 60:.1f} | "
+        mark = " *" if "note" in r else ""
+        lines.append(f"| {r['seed']}{mark} | {r['steps']} | {r['train_seconds'] / 60:.1f} | {r['eval_seconds'] / 60:.1f} | "
                      f"{r['wall_seconds'] / 60:.1f} | {gain} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    notes = [f"\\* seed {r['seed']}: {r['note']}." for r in runs if "note" in r]
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
