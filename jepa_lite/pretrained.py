@@ -48,7 +48,9 @@ class Recipe:
 
 
 # All three are the course default (a 2-deep, 192-wide ViT on 4-px patches, batch 32) trained longer; each
-# gets its own objective and masks, and as many epochs as fit about the same training time on a CPU.
+# gets its own objective and masks, and as many epochs as fit about the same CPU time: an MAE step is cheaper
+# than I-JEPA's (no target encoder, one decoder pass), an invariant step dearer (two full views). The cards
+# record the minutes each run took, and the accuracy-against-compute figure plots those.
 BASE = "fmnist_vit_tiny"
 RECIPES: dict[str, Recipe] = {
     "ijepa": Recipe(
