@@ -294,10 +294,16 @@ def test_progress_bar_counts_every_probe_fit_and_changes_no_number(separable, ca
     loud = evaluate_features(*separable, per_class=5, progress=True)
     assert loud == quiet
     err = capsys.readouterr().err
-    fits = (
-        2 * (len(WEIGHT_DECAYS) + 1) + 2
-    )  # linear probe and low-shot: one fit per L2 strength + the final one
-    assert f"{fits}/{fits}" in err and "1% low-shot" in err and probe_fits() == len(WEIGHT_DECAYS) + 1
+    # linear probe and low-shot: one fit per L2 strength, then the final one; k-NN and RankMe one step each
+    fits = 2 * (len(WEIGHT_DECAYS) + 1) + 2
+    assert f"/{fits} " in err and probe_fits() == len(WEIGHT_DECAYS) + 1
+    for stage in (
+        "linear probe",
+        "k-NN",
+        "1% low-shot",
+        "RankMe",
+    ):  # the bar names each stage as it reaches it
+        assert stage in err, stage
 
 
 def test_linear_probe_reports_each_fit_and_each_loss_evaluation(separable):
