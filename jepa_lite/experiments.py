@@ -108,7 +108,7 @@ GROUPS: dict[str, list[Row]] = {
         # the learning rate scaled by sqrt(32/256) from the default's. Then that recipe for ~30 minutes.
         Row("batch 32, 0.8 epochs (1500 steps)", SMALL_BATCH),
         Row("batch 32, 6 epochs (11250 steps)", (*SMALL_BATCH, "optim.epochs=6"), 2),  # the best: 2 seeds
-        # Twice the 6-epoch budget (40 min on a fast day, past the 30): how fast does the linear probe still grow?
+        # Twice the 6-epoch budget: how fast does the linear probe still grow?
         Row("batch 32, 12 epochs (22500 steps)", (*SMALL_BATCH, "optim.epochs=12")),
         # A 384-wide encoder (wider pooled features) at half the lr, for the ~30 minutes its dearer steps allow.
         Row("384 wide, batch 32, 2.3 epochs (4312 steps)", WIDE_384, 2),

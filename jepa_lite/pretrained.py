@@ -27,7 +27,7 @@ from torch import nn
 from .checkpoint import export_weights, load_weights
 from .config import config_from_dict, config_to_dict
 from .experiments import MAE_PRESET, ProbeSets, make_config, write_json
-from .train import build_encoder, build_method, total_steps_of
+from .train import build_encoder, build_method, total_steps_of, train
 
 __all__ = ["RECIPES", "WEIGHTS_DIR", "names", "available", "card", "load", "retrain", "knn_check"]
 
@@ -179,8 +179,6 @@ def retrain(
 
     Resumable: training checkpoints every 500 steps, snapshot weights and their probes stay in `work_dir`
     until the card is written. Float16 weights are shipped when no probe moves by `HALF_TOLERANCE` or more."""
-    from .train import train
-
     which = list(which) if which is not None else names()
     for n in which:
         _check_name(n)
