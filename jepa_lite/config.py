@@ -58,6 +58,9 @@ class ModelConfig:
     predictor_heads: int = 4
     drop_path: float = 0.0
     grad_checkpointing: bool = False  # activation checkpointing, for ViT-H / ViT-g on small GPUs
+    init: str = (
+        "depth_rescale"  # depth_rescale (timm's, residual branches / sqrt(2*layer)) | official (all 0.02)
+    )
 
 
 @dataclass
@@ -69,6 +72,7 @@ class MaskConfig:
     context_scale: tuple[float, float] = (0.85, 1.0)
     min_context: int = 4
     target_ratio: float = 0.6  # random strategy (MAE uses 0.75)
+    context_fill: str = "subsample"  # multiblock: subsample contexts to the batch's shortest | pad (keep all)
 
 
 @dataclass
@@ -95,6 +99,9 @@ class MethodConfig:
     target_mode: str = "ema"  # ijepa collapse lab: ema | online_stopgrad | online
     temperature: float = 0.2  # invariant
     norm_pix: bool = True  # mae
+    crop_scale: tuple[float, float] | None = (
+        None  # ijepa, mae: RandomResizedCrop in the step (fmnist, shapes)
+    )
 
 
 @dataclass
@@ -245,6 +252,8 @@ CHOICES = {
     "method.loss": ("smooth_l1", "l2"),
     "method.target_mode": ("ema", "online_stopgrad", "online"),
     "mask.strategy": ("multiblock", "random", "block", "rasterized"),
+    "mask.context_fill": ("subsample", "pad"),
+    "model.init": ("depth_rescale", "official"),
 }
 # key: (lowest, highest, lowest is allowed); None values pass (the key's type says when None is allowed)
 RANGES = {
@@ -265,7 +274,7 @@ RANGES = {
 # (min, max) pairs: (lowest, highest) of both ends
 PAIRS = {
     "data.crop_scale": (0, 1), "mask.target_scale": (0, 1), "mask.context_scale": (0, 1),
-    "mask.target_aspect": (0, None), "optim.ema": (0, 1), "optim.betas": (0, 1),
+    "mask.target_aspect": (0, None), "optim.ema": (0, 1), "optim.betas": (0, 1), "method.crop_scale": (0, 1),
 }  # fmt: skip
 
 
@@ -291,6 +300,8 @@ def check_config(cfg: Config) -> Config:
             span = f"{'[' if closed else '('}{lo}, {hi if hi is not None else 'inf'}{']' if hi is not None else ')'}"
             raise ValueError(f"{key}={v!r} must lie in {span}")
     for key, (lo, hi) in PAIRS.items():
+        if _get(cfg, key) is None:
+            continue
         a, b = _get(cfg, key)
         inside = lo < a <= b and (hi is None or b <= hi)
         if key == "optim.betas":
@@ -304,6 +315,20 @@ def check_config(cfg: Config) -> Config:
                 else f"{lo} < min <= max" + (f" <= {hi}" if hi else "")
             )
             raise ValueError(f"{key}={[a, b]} must be a (min, max) pair with {valid}")
+    if cfg.mask.context_fill == "pad" and cfg.mask.strategy != "multiblock":
+        raise ValueError(
+            "mask.context_fill=pad applies to mask.strategy=multiblock only (the others need no padding)"
+        )
+    if cfg.method.crop_scale is not None:
+        if cfg.method.name == "invariant":
+            raise ValueError(
+                "method.crop_scale is for ijepa and mae; the invariant method crops its two views itself"
+            )
+        if cfg.data.name not in ("fmnist", "shapes"):
+            raise ValueError(
+                f"method.crop_scale would crop {cfg.data.name} a second time: its loader already crops "
+                "(data.crop_scale); set method.crop_scale=null"
+            )
     m = cfg.model
     if m.name is None and m.embed_dim % m.num_heads:
         raise ValueError(f"model.embed_dim={m.embed_dim} must be divisible by model.num_heads={m.num_heads}")

@@ -41,6 +41,8 @@ GRID_BASE = (
 METRICS = ("linear_probe", "knn", "low_shot", "rankme", "count", "position")
 MAE_PRESET = ("method.name=mae", "mask.strategy=random", "mask.target_ratio=0.75")  # as scripts/pretrain.py
 SMALL_BATCH = ("optim.global_batch=32", "optim.lr=3.5e-4", "optim.start_lr=7e-5")  # the 30-min recipe
+# the course default (configs/fmnist_vit_tiny.yaml) as overrides of the grid base
+COURSE_DEFAULT = (*SMALL_BATCH, "optim.epochs=1.2", "model.depth=2")
 WIDE_384 = (SMALL_BATCH[0], "optim.lr=1.75e-4", "optim.start_lr=3.5e-5", "optim.epochs=2.3",
             "model.embed_dim=384", "model.num_heads=6")  # fmt: skip
 
@@ -132,6 +134,16 @@ GROUPS: dict[str, list[Row]] = {
         Row("rasterized", ("mask.strategy=rasterized", *SMALL_BATCH), 3),
         Row("block", ("mask.strategy=block", *SMALL_BATCH), 3),
         Row("random", ("mask.strategy=random", *SMALL_BATCH), 3),
+    ],
+    # Where the official I-JEPA recipe differs from the course default, one switch at a time, at the default's
+    # 2,250 steps: keep every context patch (padding and a key-padding attention mask) instead of subsampling
+    # each context to the batch's shortest; the official initialisation (every weight at std 0.02, the patch
+    # embedding included, no depth rescale); a RandomResizedCrop(0.3-1.0) of each image, its only augmentation.
+    "official_recipe": [
+        Row("course default", COURSE_DEFAULT),
+        Row("every context patch kept", (*COURSE_DEFAULT, "mask.context_fill=pad")),
+        Row("official initialisation", (*COURSE_DEFAULT, "model.init=official")),
+        Row("crops 0.3-1.0", (*COURSE_DEFAULT, "method.crop_scale=[0.3,1.0]")),
     ],
 }
 

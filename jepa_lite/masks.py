@@ -9,6 +9,10 @@ one context block of scale 0.85-1.0 (aspect 1) from which every target patch is 
 is shared by the batch, the *positions* are drawn per image. Unlike the official collator, positions are
 uniform over every valid top-left (last row and column included), scale and aspect are independent draws,
 and contexts are equalised by uniform random subsampling rather than raster truncation.
+
+Equalising throws context away: on a 7x7 grid about a third of it. `context_fill="pad"` keeps every context
+patch instead: each row holds its own context, padded to the longest in the batch with -1, and
+`Batch.context_valid` tells the encoder and predictor which tokens to ignore (a key-padding attention mask).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import get_worker_info
 
 Grid = int | tuple[int, int]
+CONTEXT_FILLS = ("subsample", "pad")  # how contexts of different sizes share a batch (see sample_masks)
 MAX_RESAMPLES = 20  # redraws of block positions for images whose context is too small, before giving up
 
 
@@ -119,6 +124,16 @@ def _positions(n: int, ranges: Tensor, generator: torch.Generator | None) -> Ten
     return torch.minimum((u * ranges).long(), ranges - 1)
 
 
+def pad_sorted(mask: Tensor) -> Tensor:
+    """Every True position of each row of `mask` [B, N], sorted, padded with -1 to the longest row: [B, Kmax]."""
+    n = mask.shape[-1]
+    position = torch.arange(n, device=mask.device).expand_as(mask)
+    keys = torch.where(mask, position, position + n)  # True positions first, in order
+    kmax = int(mask.sum(dim=-1).max())
+    idx = keys.argsort(dim=-1)[:, :kmax]
+    return torch.where(mask.gather(-1, idx), idx, -1)
+
+
 def subsample_sorted(mask: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
     """Pick k True positions per row of `mask` [B, N] uniformly at random; return them sorted, [B, k].
 
@@ -207,12 +222,17 @@ def sample_masks(
     context_scale: tuple[float, float] = (0.85, 1.0),
     context_aspect: tuple[float, float] = (1.0, 1.0),
     min_context: int = 4,
+    context_fill: str = "subsample",
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The paper's multi-block masks: context_idx [B, Kc] and target_idx [B, M, Kt], disjoint, sorted.
 
-    Kc is the smallest context count in the batch; larger contexts are subsampled uniformly at random.
+    `context_fill="subsample"`: Kc is the smallest context count in the batch and larger contexts are
+    subsampled uniformly at random. `"pad"`: every context patch is kept, Kc is the largest count and shorter
+    rows end in -1 (see `Batch.from_masks`).
     """
+    if context_fill not in CONTEXT_FILLS:
+        raise ValueError(f"context_fill={context_fill!r} is not one of {CONTEXT_FILLS}")
     context, target_idx = sample_multiblock_grids(
         batch_size,
         grid,
@@ -225,6 +245,8 @@ def sample_masks(
         generator=generator,
     )
     context = context.flatten(1)  # [B, N]
+    if context_fill == "pad":
+        return pad_sorted(context), target_idx
     kc = int(context.sum(dim=1).min())
     return subsample_sorted(context, kc, generator), target_idx
 
@@ -314,14 +336,17 @@ def sample_rasterized_masks(
 
 
 def masks_to_grid(idx: Tensor, grid: Grid) -> Tensor:
-    """Boolean grid of the patches in `idx`: [B, K] -> [B, H, W] and [B, M, K] -> [B, M, H, W]."""
+    """Boolean grid of the patches in `idx`: [B, K] -> [B, H, W] and [B, M, K] -> [B, M, H, W].
+    Padding entries (-1, see `context_fill="pad"`) mark nothing."""
     H, W = _as_grid(grid)
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= H * W):
+    if idx.numel() and (int(idx.min()) < -1 or int(idx.max()) >= H * W):
         raise ValueError(
-            f"idx holds values in [{int(idx.min())}, {int(idx.max())}], valid range is [0, {H * W})"
+            f"idx holds values in [{int(idx.min())}, {int(idx.max())}], valid range is [0, {H * W}) "
+            "and -1 for padding"
         )
-    out = torch.zeros(*idx.shape[:-1], H * W, dtype=torch.bool, device=idx.device)
-    out.scatter_(-1, idx.long(), True)
+    out = torch.zeros(*idx.shape[:-1], H * W + 1, dtype=torch.bool, device=idx.device)
+    out.scatter_(-1, idx.long() % (H * W + 1), True)  # -1 lands in the extra last slot, dropped below
+    out = out[..., : H * W]
     return out.view(*idx.shape[:-1], H, W)
 
 
@@ -410,22 +435,37 @@ def official_collator_sample(
 
 @dataclass
 class Batch:
-    """A training batch: images [B, C, H, W], context_idx [B, Kc], target_idx [B, M, Kt], labels [B]."""
+    """A training batch: images [B, C, H, W], context_idx [B, Kc], target_idx [B, M, Kt], labels [B], and
+    context_valid [B, Kc] (bool, True for a real context token) when contexts are padded, else None."""
 
     images: Tensor
     context_idx: Tensor
     target_idx: Tensor
     labels: Tensor | None = None
+    context_valid: Tensor | None = None
+
+    @classmethod
+    def from_masks(cls, images: Tensor, context_idx: Tensor, target_idx: Tensor, labels=None) -> Batch:
+        """A batch from a sampler's masks: -1 padding of context_idx becomes `context_valid`, and the padded
+        slots repeat the row's first context patch (a valid index to gather; attention ignores it)."""
+        if context_idx.numel() == 0 or int(context_idx.min()) >= 0:
+            return cls(images, context_idx, target_idx, labels)
+        valid = context_idx >= 0
+        return cls(images, torch.where(valid, context_idx, context_idx[:, :1]), target_idx, labels, valid)
+
+    def _map(self, fn) -> Batch:
+        f = lambda t: None if t is None else fn(t)  # noqa: E731
+        return Batch(
+            f(self.images), f(self.context_idx), f(self.target_idx), f(self.labels), f(self.context_valid)
+        )
 
     def to(self, device, non_blocking: bool = False) -> Batch:
         """Move every tensor to `device`."""
-        move = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
-        return Batch(move(self.images), move(self.context_idx), move(self.target_idx), move(self.labels))
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> Batch:
         """Page-lock every tensor, so DataLoader(pin_memory=True) works."""
-        pin = lambda t: None if t is None else t.pin_memory()  # noqa: E731
-        return Batch(pin(self.images), pin(self.context_idx), pin(self.target_idx), pin(self.labels))
+        return self._map(lambda t: t.pin_memory())
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -486,7 +526,7 @@ class MaskCollator:
             context_idx, target_idx = self.sample(len(samples), torch.Generator().manual_seed(seed))
         else:
             context_idx, target_idx = self._keyed(keys)
-        return Batch(images, context_idx, target_idx, labels)
+        return Batch.from_masks(images, context_idx, target_idx, labels)
 
     def _keyed(self, keys: list) -> tuple[Tensor, Tensor]:
         """Rows of the global batch's masks at each key's slot."""

@@ -19,7 +19,16 @@ from .ema import ema_update
 from .masks import Batch
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, gather_tokens, patchify
 
-__all__ = ["IJEPA", "MAE", "Invariant", "ijepa_loss", "info_nce", "augment_views", "METHODS"]
+__all__ = [
+    "IJEPA",
+    "MAE",
+    "Invariant",
+    "ijepa_loss",
+    "info_nce",
+    "augment_views",
+    "random_resized_crop",
+    "METHODS",
+]
 
 TARGET_MODES = ("ema", "online_stopgrad", "online")
 
@@ -33,15 +42,26 @@ def ijepa_loss(pred: Tensor, target: Tensor, kind: str = "smooth_l1") -> Tensor:
     raise ValueError(f"loss {kind!r} is not one of 'smooth_l1', 'l2'")
 
 
+def _maybe_crop(images: Tensor, crop_scale: tuple[float, float] | None, training: bool) -> Tensor:
+    return random_resized_crop(images, crop_scale) if crop_scale is not None and training else images
+
+
 class IJEPA(nn.Module):
     """Context encoder + predictor, trained to match an EMA target encoder's layer-normed patch features.
 
     `target_mode` is for the collapse lab: 'ema' (I-JEPA), 'online_stopgrad' (target = the context encoder
     itself under stop-gradient, i.e. momentum 0), 'online' (no stop-gradient: gradients flow into the target).
+    `crop_scale` (lo, hi): each training image is first randomly cropped and resized, as in the official recipe.
     """
 
     def __init__(
-        self, encoder: ViTEncoder, predictor: Predictor, *, loss: str = "smooth_l1", target_mode: str = "ema"
+        self,
+        encoder: ViTEncoder,
+        predictor: Predictor,
+        *,
+        loss: str = "smooth_l1",
+        target_mode: str = "ema",
+        crop_scale: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         if target_mode not in TARGET_MODES:
@@ -52,6 +72,7 @@ class IJEPA(nn.Module):
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.loss_kind = loss
         self.target_mode = target_mode
+        self.crop_scale = crop_scale
 
     @property
     def eval_encoder(self) -> ViTEncoder:
@@ -73,9 +94,12 @@ class IJEPA(nn.Module):
         return gather_tokens(h, target_idx.reshape(b, m * kt)).reshape(b, m, kt, -1)
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        target = self.targets(batch.images, batch.target_idx)
-        context = self.context_encoder(batch.images, batch.context_idx)  # [B, Kc, D]
-        pred = self.predictor(context, batch.context_idx, batch.target_idx)  # [B, M, Kt, D]
+        images = _maybe_crop(batch.images, self.crop_scale, self.training)
+        target = self.targets(images, batch.target_idx)
+        context = self.context_encoder(images, batch.context_idx, batch.context_valid)  # [B, Kc, D]
+        pred = self.predictor(
+            context, batch.context_idx, batch.target_idx, batch.context_valid
+        )  # [B, M, Kt, D]
         loss = ijepa_loss(pred, target, self.loss_kind)
         return loss, {"loss": loss.detach()}
 
@@ -90,26 +114,35 @@ class MAE(nn.Module):
     """Masked autoencoder: encoder on the visible (context) patches, decoder predicts the per-patch normalised
     pixels of every target patch; loss on the target patches only."""
 
-    def __init__(self, encoder: ViTEncoder, decoder: PixelDecoder, *, norm_pix: bool = True) -> None:
+    def __init__(
+        self,
+        encoder: ViTEncoder,
+        decoder: PixelDecoder,
+        *,
+        norm_pix: bool = True,
+        crop_scale: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.norm_pix = norm_pix
+        self.crop_scale = crop_scale
 
     @property
     def eval_encoder(self) -> ViTEncoder:
         return self.encoder
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        b = batch.images.shape[0]
+        images = _maybe_crop(batch.images, self.crop_scale, self.training)
+        b = images.shape[0]
         target_idx = batch.target_idx.reshape(b, -1)  # [B, K]
-        pix = gather_tokens(patchify(batch.images, self.encoder.patch_size), target_idx)  # [B, K, p*p*C]
+        pix = gather_tokens(patchify(images, self.encoder.patch_size), target_idx)  # [B, K, p*p*C]
         if self.norm_pix:
             pix = (pix - pix.mean(-1, keepdim=True)) / (
                 pix.var(-1, keepdim=True, unbiased=False) + 1e-6
             ).sqrt()
-        latent = self.encoder(batch.images, batch.context_idx)
-        pred = self.decoder(latent, batch.context_idx, target_idx)
+        latent = self.encoder(images, batch.context_idx, batch.context_valid)
+        pred = self.decoder(latent, batch.context_idx, target_idx, batch.context_valid)
         loss = F.mse_loss(pred, pix)
         return loss, {"loss": loss.detach()}
 
@@ -117,27 +150,43 @@ class MAE(nn.Module):
         """MAE has no target network."""
 
 
-def augment_views(
-    images: Tensor, *, crop_scale: tuple[float, float] = (0.3, 1.0), jitter: float = 0.4
-) -> Tensor:
-    """One random view per image, batched on the images' device: random resized crop (aspect 3/4-4/3),
-    horizontal flip, brightness/contrast jitter and a little noise. Uses the global RNG (saved on resume)."""
-    b, _, h, w = images.shape
-    dev = images.device
+def _crop_boxes(b: int, crop_scale: tuple[float, float], dev) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Random resized crop boxes (aspect 3/4-4/3) as affine scales and shifts sx, sy, tx, ty, each [B]."""
     scale = torch.empty(b, device=dev).uniform_(*crop_scale)
     log_ratio = torch.empty(b, device=dev).uniform_(-0.2877, 0.2877)  # log(3/4) .. log(4/3)
     sx = (scale * log_ratio.exp()).sqrt().clamp(max=1.0)
     sy = (scale / log_ratio.exp()).sqrt().clamp(max=1.0)
     tx = (torch.rand(b, device=dev) * 2 - 1) * (1 - sx)
     ty = (torch.rand(b, device=dev) * 2 - 1) * (1 - sy)
-    flip = torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(b, 2, 3, device=dev)
-    theta[:, 0, 0], theta[:, 0, 2] = sx * flip, tx
+    return sx, sy, tx, ty
+
+
+def _warp(images: Tensor, sx: Tensor, sy: Tensor, tx: Tensor, ty: Tensor) -> Tensor:
+    """Resample each image's box (affine scales sx, sy and shifts tx, ty, [B]) back to the full size."""
+    theta = torch.zeros(images.shape[0], 2, 3, device=images.device)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, tx
     theta[:, 1, 1], theta[:, 1, 2] = sy, ty
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    out = F.grid_sample(
+    return F.grid_sample(
         images, grid.to(images.dtype), mode="bilinear", padding_mode="reflection", align_corners=False
     )
+
+
+def random_resized_crop(images: Tensor, crop_scale: tuple[float, float] = (0.3, 1.0)) -> Tensor:
+    """RandomResizedCrop of each image [B, C, H, W], batched on its device: a box of `crop_scale` of the area
+    (aspect 3/4-4/3), resized back to H x W. The official I-JEPA recipe's only augmentation. Global RNG."""
+    return _warp(images, *_crop_boxes(images.shape[0], crop_scale, images.device))
+
+
+def augment_views(
+    images: Tensor, *, crop_scale: tuple[float, float] = (0.3, 1.0), jitter: float = 0.4
+) -> Tensor:
+    """One random view per image, batched on the images' device: random resized crop (aspect 3/4-4/3),
+    horizontal flip, brightness/contrast jitter and a little noise. Uses the global RNG (saved on resume)."""
+    b, dev = images.shape[0], images.device
+    sx, sy, tx, ty = _crop_boxes(b, crop_scale, dev)
+    flip = torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0)
+    out = _warp(images, sx * flip, sy, tx, ty)
     contrast = 1 + (torch.rand(b, 1, 1, 1, device=dev) * 2 - 1) * jitter
     brightness = (torch.rand(b, 1, 1, 1, device=dev) * 2 - 1) * jitter
     mean = out.mean(dim=(1, 2, 3), keepdim=True)

@@ -20,6 +20,8 @@ from torch.utils.checkpoint import checkpoint
 __all__ = [
     "sincos_pos_embed",
     "gather_tokens",
+    "key_padding_mask",
+    "official_init_",
     "ViTEncoder",
     "Predictor",
     "PixelDecoder",
@@ -52,12 +54,22 @@ def gather_tokens(x: Tensor, idx: Tensor) -> Tensor:
     return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
-def _run_blocks(blocks: nn.ModuleList, x: Tensor, grad_checkpointing: bool) -> Tensor:
+def key_padding_mask(valid: Tensor | None) -> Tensor | None:
+    """valid [B, K] bool (True for a real token) -> attention mask [B, 1, 1, K] (True: may be attended to)."""
+    return None if valid is None else valid[:, None, None, :]
+
+
+def _run_blocks(
+    blocks: nn.ModuleList, x: Tensor, grad_checkpointing: bool, valid: Tensor | None = None
+) -> Tensor:
+    """Run the blocks on x [B, K, D]; tokens where `valid` [B, K] is False are never attended to."""
+    mask = key_padding_mask(valid)
+    extra = () if mask is None else (mask,)  # timm's Block.forward(x, attn_mask=None)
     for block in blocks:
         if grad_checkpointing and torch.is_grad_enabled():
-            x = checkpoint(block, x, use_reentrant=False)
+            x = checkpoint(block, x, *extra, use_reentrant=False)
         else:
-            x = block(x)
+            x = block(x, *extra)
     return x
 
 
@@ -118,12 +130,17 @@ class ViTEncoder(nn.Module):
     def num_patches(self) -> int:
         return self.grid[0] * self.grid[1]
 
-    def forward(self, images: Tensor, keep_idx: Tensor | None = None) -> Tensor:
-        """Patch-embed, add positions, keep only `keep_idx` tokens [B, K] if given, run blocks, final norm."""
+    def forward(
+        self, images: Tensor, keep_idx: Tensor | None = None, keep_valid: Tensor | None = None
+    ) -> Tensor:
+        """Patch-embed, add positions, keep only `keep_idx` tokens [B, K] if given, run blocks, final norm.
+        `keep_valid` [B, K] bool marks padding (False) that attention ignores; its outputs are meaningless."""
+        if keep_valid is not None and keep_idx is None:
+            raise ValueError("keep_valid marks padding of keep_idx: pass keep_idx too")
         x = self.patch_embed(images) + self.pos_embed  # [B, N, D]
         if keep_idx is not None:
             x = gather_tokens(x, keep_idx)
-        x = _run_blocks(self.blocks, x, self.grad_checkpointing)
+        x = _run_blocks(self.blocks, x, self.grad_checkpointing, keep_valid)
         return self.norm(x)
 
 
@@ -162,15 +179,27 @@ class Predictor(nn.Module):
         self.apply(_init_weights)
         depth_rescale_(self.predictor_blocks)
 
-    def forward(self, context_tokens: Tensor, context_idx: Tensor, target_idx: Tensor) -> Tensor:
-        """context_tokens [B, Kc, D], context_idx [B, Kc], target_idx [B, M, Kt] -> [B, M, Kt, D_out]."""
+    def forward(
+        self,
+        context_tokens: Tensor,
+        context_idx: Tensor,
+        target_idx: Tensor,
+        context_valid: Tensor | None = None,
+    ) -> Tensor:
+        """context_tokens [B, Kc, D], context_idx [B, Kc], target_idx [B, M, Kt] -> [B, M, Kt, D_out].
+        `context_valid` [B, Kc] bool marks padded context tokens (False), which attention ignores."""
         b, m, kt = target_idx.shape
         pos = self.predictor_pos_embed.expand(b, -1, -1)
         ctx = self.predictor_embed(context_tokens) + gather_tokens(pos, context_idx)  # [B, Kc, P]
         ctx = ctx.repeat_interleave(m, dim=0)  # [B*M, Kc, P]: one sequence per target block
         tgt_pos = gather_tokens(pos.repeat_interleave(m, dim=0), target_idx.reshape(b * m, kt))
         x = torch.cat([ctx, self.mask_token + tgt_pos], dim=1)  # [B*M, Kc+Kt, P]
-        x = _run_blocks(self.predictor_blocks, x, self.grad_checkpointing)
+        valid = None  # [B*M, Kc+Kt]: padded context tokens are never attended to, mask tokens always are
+        if context_valid is not None:
+            valid = torch.cat(
+                [context_valid.repeat_interleave(m, dim=0), context_valid.new_ones(b * m, kt)], 1
+            )
+        x = _run_blocks(self.predictor_blocks, x, self.grad_checkpointing, valid)
         x = self.predictor_proj(self.predictor_norm(x[:, -kt:]))
         return x.reshape(b, m, kt, -1)
 
@@ -184,9 +213,15 @@ class PixelDecoder(Predictor):
     ) -> None:
         super().__init__(grid, embed_dim, out_dim=patch_size * patch_size * in_chans, **kwargs)
 
-    def forward(self, context_tokens: Tensor, context_idx: Tensor, target_idx: Tensor) -> Tensor:
+    def forward(
+        self,
+        context_tokens: Tensor,
+        context_idx: Tensor,
+        target_idx: Tensor,
+        context_valid: Tensor | None = None,
+    ) -> Tensor:
         flat = target_idx.reshape(target_idx.shape[0], 1, -1)
-        return super().forward(context_tokens, context_idx, flat)[:, 0]
+        return super().forward(context_tokens, context_idx, flat, context_valid)[:, 0]
 
 
 class ProjectionHead(nn.Module):
@@ -237,6 +272,21 @@ def _init_weights(m: nn.Module) -> None:
     elif isinstance(m, nn.LayerNorm):
         nn.init.ones_(m.weight)
         nn.init.zeros_(m.bias)
+
+
+def official_init_(module: nn.Module) -> None:
+    """The official I-JEPA initialisation: every Linear and Conv2d weight redrawn from a truncated normal of
+    std 0.02 (the patch embedding included), biases zero, LayerNorms one and zero. The official code draws
+    its weights, rescales the residual branches by depth, then redraws every Linear weight, so the depth
+    rescale is undone: this is what it trains from."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 def depth_rescale_(blocks: nn.ModuleList) -> None:

@@ -27,7 +27,7 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, check_config, config_to_dict
 from .masks import MaskCollator, make_collator
 from .methods import IJEPA, MAE, Invariant
-from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, attention_kernels
+from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, attention_kernels, official_init_
 from .schedules import Schedules, param_groups, set_optimizer_values
 
 __all__ = [
@@ -53,6 +53,8 @@ def build_encoder(cfg: Config, in_chans: int) -> ViTEncoder:
             depth=m.depth, num_heads=m.num_heads, drop_path_rate=m.drop_path,
         )  # fmt: skip
     enc.grad_checkpointing = m.grad_checkpointing
+    if m.init == "official":
+        official_init_(enc)
     return enc
 
 
@@ -64,10 +66,15 @@ def build_method(cfg: Config, in_chans: int) -> nn.Module:
     if name == "ijepa":
         pred = Predictor(enc.grid, enc.embed_dim, **narrow)
         pred.grad_checkpointing = m.grad_checkpointing
-        return IJEPA(enc, pred, loss=cfg.method.loss, target_mode=cfg.method.target_mode)
+        if m.init == "official":
+            official_init_(pred)
+        return IJEPA(enc, pred, loss=cfg.method.loss, target_mode=cfg.method.target_mode,
+                     crop_scale=cfg.method.crop_scale)  # fmt: skip
     if name == "mae":
-        return MAE(enc, PixelDecoder(enc.grid, enc.embed_dim, enc.patch_size, in_chans, **narrow),
-                   norm_pix=cfg.method.norm_pix)  # fmt: skip
+        decoder = PixelDecoder(enc.grid, enc.embed_dim, enc.patch_size, in_chans, **narrow)
+        if m.init == "official":
+            official_init_(decoder)
+        return MAE(enc, decoder, norm_pix=cfg.method.norm_pix, crop_scale=cfg.method.crop_scale)
     if name == "invariant":
         head = ProjectionHead(enc.embed_dim, hidden_dim=4 * enc.embed_dim, out_dim=128)
         return Invariant(enc, head, temperature=cfg.method.temperature, crop_scale=cfg.data.crop_scale)
@@ -79,7 +86,8 @@ def build_collator(cfg: Config, grid: tuple[int, int]) -> MaskCollator:
     mk = cfg.mask
     if mk.strategy == "multiblock":
         kw = dict(n_targets=mk.n_targets, target_scale=mk.target_scale, target_aspect=mk.target_aspect,
-                  context_scale=mk.context_scale, min_context=mk.min_context)  # fmt: skip
+                  context_scale=mk.context_scale, min_context=mk.min_context,
+                  context_fill=mk.context_fill)  # fmt: skip
     elif mk.strategy == "random":
         kw = dict(target_ratio=mk.target_ratio)
     elif mk.strategy == "block":
@@ -263,7 +271,10 @@ def train(
     nw = cfg.data.num_workers
     loader = DataLoader(KeyedDataset(dataset), batch_sampler=sampler, collate_fn=collator, num_workers=nw,
                         pin_memory=fused, persistent_workers=nw > 0, prefetch_factor=4 if nw > 0 else None)  # fmt: skip
-    batches = iter(loader)
+    rng = torch.get_rng_state()
+    batches = iter(loader)  # draws the loader's base seed from the global RNG
+    if start > 0:  # the checkpoint's RNG state already holds that draw: crops and drop-path resume exactly
+        torch.set_rng_state(rng)
     end = total if stop_after is None else min(total, start + stop_after)
     bar = tqdm(range(start, end), initial=start, total=total, disable=not (progress and acc.is_main_process),
                desc=f"{cfg.method.name} {cfg.name}", dynamic_ncols=True)  # fmt: skip

@@ -133,7 +133,7 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
 
     def next_batch() -> Batch:
         ctx, tgt = collator.sample(args.batch, gen)  # on the host, as in the DataLoader workers: not timed
-        return Batch(images, ctx.to(device, non_blocking=True), tgt.to(device, non_blocking=True))
+        return Batch.from_masks(images, ctx, tgt).to(device, non_blocking=True)  # -1 padding -> context_valid
 
     def one_step(batch: Batch) -> None:
         with autocast, contextlib.nullcontext() if args.cudnn_attention else attention_kernels(device):

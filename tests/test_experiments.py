@@ -236,3 +236,23 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
     before = summary["n_targets"][0]
     assert STALE_MARK not in (tmp_path / "summary.md").read_text()
     assert {m: after[m] for m in METRICS} == {m: before[m] for m in METRICS}  # only the timing may differ
+
+
+def test_official_recipe_rows_are_the_course_default_plus_one_switch_each():
+    from jepa_lite.config import config_to_dict, load_config
+
+    rows = GROUPS["official_recipe"]
+    default = make_config(rows[0].overrides, 0)
+    course = load_config("fmnist_vit_tiny")
+    assert config_to_dict(default) | {"name": ""} == config_to_dict(course) | {"name": ""}
+    switches = {
+        ("mask", "context_fill"): "pad",
+        ("model", "init"): "official",
+        ("method", "crop_scale"): (0.3, 1.0),
+    }
+    for row, ((section, key), value) in zip(rows[1:], switches.items()):
+        cfg = make_config(row.overrides, 0)
+        assert getattr(getattr(cfg, section), key) == value
+        expected = config_to_dict(default)
+        expected[section][key] = list(value) if isinstance(value, tuple) else value
+        assert config_to_dict(cfg) | {"name": ""} == expected | {"name": ""}  # nothing else differs

@@ -89,10 +89,10 @@ def test_mae_loss_is_zero_for_a_perfect_reconstruction_and_ignores_visible_patch
     flat = b.target_idx.reshape(4, -1)
     pix = gather_tokens(patchify(b.images, 4), flat)
     pix = (pix - pix.mean(-1, keepdim=True)) / (pix.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
-    model.decoder.forward = lambda z, c, t: pix  # an oracle decoder
+    model.decoder.forward = lambda z, c, t, valid=None: pix  # an oracle decoder
     loss, _ = model(b)
     assert loss.item() < 1e-10
-    model.decoder.forward = lambda z, c, t: torch.zeros_like(pix)
+    model.decoder.forward = lambda z, c, t, valid=None: torch.zeros_like(pix)
     assert model(b)[0].item() == pytest.approx(1.0, abs=1e-3)  # normalised pixels have unit variance
 
 
