@@ -102,12 +102,15 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
             f"unknown checkpoint(s) {', '.join(unknown)}; choose from {', '.join(pretrained.RECIPES)}"
         )
     weights = out / "checkpoints" if args.quick else None
-    pretrained.retrain(which, out_dir=weights, work_dir=out / ".work" / "course_checkpoints", quick=args.quick,
-                       progress=not args.quiet)  # fmt: skip
+    if not args.summary_only:  # --summary-only: redraw the figure from the cards already written
+        pretrained.retrain(which, out_dir=weights, work_dir=out / ".work" / "course_checkpoints",
+                           quick=args.quick, progress=not args.quiet)  # fmt: skip
     cards = {n: pretrained.card(n, weights) for n in pretrained.available(weights)}
     out.mkdir(parents=True, exist_ok=True)
     curves = {METHOD_NAMES[c["method"]]: c["snapshots"] for c in cards.values()}
-    title = "Fashion-MNIST probes of the course checkpoints during training (same CPU, same encoder)"
+    devices = sorted({c.get("trained_on", "?") for c in cards.values()})
+    where = f"all on {devices[0]}" if len(devices) == 1 else "on " + ", ".join(devices)
+    title = f"Fashion-MNIST probes of the course checkpoints during training (same encoder, {where})"
     fig = plot_accuracy_vs_compute(curves, title=title)
     fig.savefig(out / "accuracy_vs_compute.png", dpi=120, bbox_inches="tight")
     for name, info in cards.items():
