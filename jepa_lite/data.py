@@ -107,10 +107,10 @@ def _idx_file(folder: Path, name: str) -> Path | None:
 
 def _fmnist_bases(root: str | Path | None) -> list[tuple[Path | None, str]]:
     """(base folder or None if unset, why it is looked at), in search order: root, $JEPA_DATA, Debian, cache."""
+    if root is not None:  # an explicit folder is used or rejected, never silently replaced by another copy
+        return [(Path(root).expanduser(), "root argument")]
     env = os.environ.get(ENV_VAR)
-    bases: list[tuple[Path | None, str]] = (
-        [] if root is None else [(Path(root).expanduser(), "root argument")]
-    )
+    bases: list[tuple[Path | None, str]] = []
     bases.append((Path(env).expanduser() if env else None, f"${ENV_VAR}"))
     bases.append((Path(DEBIAN_FASHION_MNIST), "Debian package dataset-fashion-mnist"))
     bases.append((Path(CACHE_DIR), "jepa_lite cache"))
@@ -134,9 +134,11 @@ def _download_fashion_mnist(cache: Path) -> Path:
 def find_fashion_mnist(root: str | Path | None = None, *, download: bool = False) -> Path:
     """Folder holding the four Fashion-MNIST IDX files (raw or .gz).
 
-    Looks, in order, at `root`, `$JEPA_DATA`, `/usr/share/datasets/fashion-mnist` and `~/.cache/jepa_lite`,
-    each itself and its `fashion-mnist/` and torchvision-style `FashionMNIST/raw/` subfolders; then, if
-    `download=True`, downloads with torchvision into `~/.cache/jepa_lite`. Else FileNotFoundError listing all.
+    A given `root` is the only place looked at (itself, its `fashion-mnist/` and torchvision-style
+    `FashionMNIST/raw/` subfolders): a wrong path is an error, not a silent fall-back to another copy. Without
+    one, looks in order at `$JEPA_DATA`, `/usr/share/datasets/fashion-mnist` and `~/.cache/jepa_lite`. Then,
+    if `download=True`, downloads with torchvision (into `root`, else the cache). Else FileNotFoundError
+    listing every place and what was missing there.
     """
     looked = []
     for base, why in _fmnist_bases(root):
@@ -154,7 +156,7 @@ def find_fashion_mnist(root: str | Path | None = None, *, download: bool = False
     error = None
     if download:
         try:
-            folder = _download_fashion_mnist(Path(CACHE_DIR))
+            folder = _download_fashion_mnist(Path(root).expanduser() if root is not None else Path(CACHE_DIR))
             if not _missing_files(folder):
                 return folder
             error = f"the download into {folder} left {', '.join(_missing_files(folder))} missing"
@@ -165,8 +167,13 @@ def find_fashion_mnist(root: str | Path | None = None, *, download: bool = False
         "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) not found. Looked in:\n"
         + "\n".join(looked)
         + (f"\n{error}" if error else "")
-        + "\nFix one of: `sudo apt-get install dataset-fashion-mnist`; pass the folder (--data FOLDER or "
-        f"root=FOLDER); set {ENV_VAR}=FOLDER; or download=True (needs internet)."
+        + (
+            "\nFix: point --data / data.root at a folder that holds the four files, or leave it unset to "
+            f"search ${ENV_VAR}, the Debian package and the cache."
+            if root is not None
+            else "\nFix one of: `sudo apt-get install dataset-fashion-mnist`; pass the folder (--data FOLDER or "
+            f"root=FOLDER); set {ENV_VAR}=FOLDER; or download=True (needs internet)."
+        )
     )
 
 

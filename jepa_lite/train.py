@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, check_config, config_to_dict
+from .data import build_dataset
 from .masks import MaskCollator, make_collator
 from .methods import IJEPA, MAE, Invariant
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, attention_kernels, official_init_
@@ -34,6 +35,7 @@ __all__ = [
     "build_encoder",
     "build_method",
     "build_collator",
+    "build_train_set",
     "split_global_batch",
     "GlobalBatchSampler",
     "KeyedDataset",
@@ -95,6 +97,13 @@ def build_collator(cfg: Config, grid: tuple[int, int]) -> MaskCollator:
     else:
         kw = {}
     return make_collator(mk.strategy, grid, seed=cfg.seed, **kw)
+
+
+def build_train_set(cfg: Config) -> Dataset:
+    """The config's training set (its loader's crops for natural images; none for Fashion-MNIST)."""
+    d = cfg.data
+    return build_dataset(d.name, root=d.root, train=True, image_size=d.image_size, crop_scale=d.crop_scale,
+                         limit=d.limit)  # fmt: skip
 
 
 def split_global_batch(
@@ -227,16 +236,13 @@ def train(
     `on_step(step, method, row)`: called on the main process after each optimizer step (notebook probes)."""
     from accelerate.utils import set_seed
 
-    from .data import build_dataset
-
     check_config(cfg)
     if str(resume) == "auto" and run_dir is None:
         raise ValueError("resume='auto' needs run_dir, the run folder to look for checkpoints in")
     acc = accelerator or make_accelerator(cfg)
     set_seed(cfg.seed)  # identical initial weights on every process
     if dataset is None:
-        dataset = build_dataset(cfg.data.name, root=cfg.data.root, train=True, image_size=cfg.data.image_size,
-                                crop_scale=cfg.data.crop_scale, limit=cfg.data.limit)  # fmt: skip
+        dataset = build_train_set(cfg)
     in_chans = dataset[0][0].shape[0]
     method = build_method(cfg, in_chans)
     init_encoder = copy.deepcopy(method.eval_encoder).eval() if acc.is_main_process else None

@@ -242,6 +242,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.precision = "bf16" if torch.cuda.is_available() else "no"
     if getattr(args, "grid", None) is not None and len(args.grid) not in (1, 2):
         parser.error(f"--grid takes N or H W, got {args.grid}")
+    for flag in ("batch", "batch_size", "steps", "repeats", "threads", "profile", "warmup", "min_time"):
+        value, least = getattr(args, flag, None), 0 if flag in ("profile", "warmup") else 1
+        if flag == "min_time" and value is not None and value <= 0:
+            parser.error(f"--min-time {value} must be positive")
+        elif flag != "min_time" and value is not None and value < least:
+            parser.error(f"--{flag.replace('_', '-')} {value} must be at least {least}")
     return args
 
 

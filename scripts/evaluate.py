@@ -34,7 +34,7 @@ from jepa_lite.models import count_parameters  # noqa: E402
 METRICS = ("linear_probe", "knn", "low_shot", "rankme")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="run folder, official .pth.tar, or Hugging Face IJepaModel directory")
     p.add_argument("--which", choices=["target", "context"], default="target", help="encoder to probe")
@@ -55,7 +55,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("train_limit", "test_limit", "per_class", "batch_size", "image_size", "num_heads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} {value} must be at least 1")
+    return args
 
 
 class RepeatChannels(nn.Module):
@@ -95,8 +105,8 @@ def _run_config(path: Path) -> dict:
     return {}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def _inputs(args: argparse.Namespace) -> tuple:
+    """The encoder (wrapped for grey images if need be), dataset name, image size, train and test sets."""
     path = Path(args.path)
     run_data = _run_config(path).get("data", {})
     name = args.dataset or run_data.get("name", "fmnist")
@@ -113,14 +123,23 @@ def main(argv: list[str] | None = None) -> dict:
         if in_chans != 1:
             raise ValueError(f"dataset {name} has {in_chans} channels, the encoder takes {encoder.in_chans}")
         model = RepeatChannels(encoder, encoder.in_chans)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    print(f"{path} ({args.which} encoder, {count_parameters(encoder) / 1e6:.1f}M params, grid {encoder.grid}) "
-          f"on {name} at {size} px, {device}")  # fmt: skip
-
-    t0 = time.perf_counter()
     kw = dict(root=root, image_size=size)
     train_set = _subset(name, args.train_limit, train=True, crop_scale=None, **kw)
     test_set = _subset(name, args.test_limit, train=False, **kw)
+    return model, encoder, name, size, train_set, test_set
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    try:  # a wrong path, size or dataset is one line naming it and exit status 2, as argparse does
+        model, encoder, name, size, train_set, test_set = _inputs(args)
+    except (ValueError, FileNotFoundError) as e:
+        build_parser().error(str(e))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    print(f"{args.path} ({args.which} encoder, {count_parameters(encoder) / 1e6:.1f}M params, grid {encoder.grid}) "
+          f"on {name} at {size} px, {device}")  # fmt: skip
+
+    t0 = time.perf_counter()
     feats = dict(batch_size=args.batch_size, device=device, progress=not args.quiet)
     train_x, train_y = extract_features(model, train_set, **feats)
     test_x, test_y = extract_features(model, test_set, **feats)
@@ -130,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"low-shot: only {smallest} training images in the rarest class, using {per_class} per class")
     results = evaluate_features(train_x, train_y, test_x, test_y, per_class=per_class, device=device)
     results = {k: round(float(v), 3) for k, v in results.items()}
-    results.update(path=str(path), which=args.which, dataset=name, image_size=size, train_images=len(train_y),
+    results.update(path=str(args.path), which=args.which, dataset=name, image_size=size, train_images=len(train_y),
                    test_images=len(test_y), per_class=per_class, probe_version=PROBE_VERSION,
                    seconds=round(time.perf_counter() - t0, 1))  # fmt: skip
     print("".join(f"{k:>14}" for k in METRICS))

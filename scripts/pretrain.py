@@ -38,7 +38,7 @@ from jepa_lite.config import (  # noqa: E402
 METHOD_PRESETS = {"ijepa": [], "invariant": [], "mae": ["mask.strategy=random", "mask.target_ratio=0.75"]}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--config",
@@ -66,7 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "overrides", nargs="*", help="dotted overrides, e.g. optim.lr=5e-4 data.root=/datasets/imagenet"
     )
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags and dotted overrides in any order (`optim.lr=5e-4 --no-eval optim.max_steps=1`)."""
+    return build_parser().parse_intermixed_args(argv)
 
 
 def resolve_config(args: argparse.Namespace):
@@ -117,10 +122,22 @@ def dry_run(cfg, world_size: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
-    args = parse_args(argv)
-    cfg = resolve_config(args)
-    if args.dry_run:
-        return dry_run(cfg, args.world_size or int(os.environ.get("WORLD_SIZE", "1")))
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    try:  # a bad config, value or path is one line naming it and exit status 2, as argparse does
+        cfg = resolve_config(args)
+        if args.dry_run:
+            world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+            return dry_run(cfg, world)
+        if args.resume not in (None, "auto") and not Path(args.resume).is_dir():
+            raise FileNotFoundError(
+                f"--resume {args.resume}: no such checkpoint folder (or use --resume auto)"
+            )
+        from jepa_lite.train import build_train_set
+
+        dataset = build_train_set(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
 
     from jepa_lite.checkpoint import export_weights, latest_checkpoint
     from jepa_lite.data import build_dataset
@@ -132,8 +149,6 @@ def main(argv: list[str] | None = None) -> dict | None:
     if resume == "auto":  # every process resolves it before any process can write a new checkpoint
         resume = latest_checkpoint(run_dir)
         auto = f"resuming from {resume}" if resume else f"no complete checkpoint in {run_dir}: starting fresh"
-    elif resume is not None and not Path(resume).is_dir():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder (or use --resume auto)")
     acc = make_accelerator(cfg)
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +158,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         if args.resume == "auto":
             print(f"--resume auto: {auto}", flush=True)
     t0 = time.perf_counter()
-    result = train(cfg, run_dir=run_dir, resume=resume, accelerator=acc, progress=not args.quiet)
+    result = train(
+        cfg, dataset=dataset, run_dir=run_dir, resume=resume, accelerator=acc, progress=not args.quiet
+    )
     train_s = time.perf_counter() - t0
     acc.wait_for_everyone()
     if not acc.is_main_process:

@@ -24,11 +24,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from jepa_lite import experiments as ex  # noqa: E402
+from jepa_lite import pretrained  # noqa: E402
 
 COURSE = "course_checkpoints"  # retrains the shipped checkpoints (jepa_lite.pretrained), not a grid table
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--groups",
@@ -47,16 +48,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (resume later)")
     p.add_argument("--summary-only", action="store_true", help="only rebuild summary.json/.md/.png")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check: a bad group, checkpoint name or count is one line and exit status 2, as argparse does."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    if unknown := [g for g in groups if g not in ex.GROUPS and g != COURSE]:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(ex.GROUPS)}, {COURSE}")
+    which = [n.strip() for n in (args.checkpoints or "").split(",") if n.strip()]
+    if unknown := [n for n in which if n not in pretrained.RECIPES]:
+        parser.error(
+            f"unknown checkpoint(s) {', '.join(unknown)}; choose from {', '.join(pretrained.RECIPES)}"
+        )
+    for flag in ("seeds", "max_runs"):
+        if (value := getattr(args, flag)) is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} {value} must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
-    if unknown := [g for g in groups if g not in ex.GROUPS and g != COURSE]:
-        raise SystemExit(
-            f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(ex.GROUPS)}, {COURSE}"
-        )
     out = Path(args.out)
     if COURSE in groups:
         groups.remove(COURSE)
@@ -93,14 +108,9 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    from jepa_lite import pretrained
     from jepa_lite.viz import METHOD_NAMES, plot_accuracy_vs_compute
 
-    which = args.checkpoints.split(",") if args.checkpoints else None
-    if which and (unknown := [n for n in which if n not in pretrained.RECIPES]):
-        raise SystemExit(
-            f"unknown checkpoint(s) {', '.join(unknown)}; choose from {', '.join(pretrained.RECIPES)}"
-        )
+    which = [n.strip() for n in args.checkpoints.split(",") if n.strip()] if args.checkpoints else None
     weights = out / "checkpoints" if args.quick else None
     if not args.summary_only:  # --summary-only: redraw the figure from the cards already written
         pretrained.retrain(which, out_dir=weights, work_dir=out / ".work" / "course_checkpoints",

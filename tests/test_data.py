@@ -143,27 +143,43 @@ def test_lookup_finds_subfolder_layouts(isolated, monkeypatch):
     assert find_fashion_mnist() == torchvision_layout
 
 
-def test_incomplete_folder_is_skipped(isolated, monkeypatch):
+def test_incomplete_folder_is_skipped_in_the_search(isolated, monkeypatch):
     partial = make_fake_fmnist(isolated / "partial")
     next(partial.glob("t10k-labels*")).unlink()
-    env = make_fake_fmnist(isolated / "env")
-    monkeypatch.setenv("JEPA_DATA", str(env))
-    assert find_fashion_mnist(partial) == env
+    debian = make_fake_fmnist(isolated / "debian")
+    monkeypatch.setenv("JEPA_DATA", str(partial))
+    assert find_fashion_mnist() == debian
+
+
+def test_an_explicit_root_is_used_or_rejected_never_replaced(isolated, monkeypatch):
+    make_fake_fmnist(isolated / "debian")  # a good copy elsewhere must not be picked up instead
+    monkeypatch.setenv("JEPA_DATA", str(make_fake_fmnist(isolated / "env")))
+    partial = make_fake_fmnist(isolated / "partial")
+    next(partial.glob("t10k-labels*")).unlink()
+    for root, why in (
+        (partial, "missing t10k-labels-idx1-ubyte[.gz]"),
+        (isolated / "nope", "no such folder"),
+    ):
+        with pytest.raises(FileNotFoundError) as err:
+            find_fashion_mnist(root)
+        msg = str(err.value)
+        assert f"{root} (root argument): {why}" in msg and "point --data / data.root at a folder" in msg
+        assert str(isolated / "env") not in msg and str(isolated / "debian") not in msg
 
 
 def test_not_found_error_lists_every_place_and_the_fixes(isolated, monkeypatch):
     partial = make_fake_fmnist(isolated / "partial")
     next(partial.glob("t10k-labels*")).unlink()
-    monkeypatch.setenv("JEPA_DATA", str(isolated / "envdir"))
+    monkeypatch.setenv("JEPA_DATA", str(partial))
     with pytest.raises(FileNotFoundError) as err:
-        find_fashion_mnist(partial)
+        find_fashion_mnist()
     msg = str(err.value)
-    for place in (partial, isolated / "envdir", isolated / "debian", isolated / "cache"):
+    for place in (partial, isolated / "debian", isolated / "cache"):
         assert str(place) in msg
     assert "missing t10k-labels-idx1-ubyte[.gz]" in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "JEPA_DATA" in msg and "download=True" in msg
     # the order of the listing is the search order
-    assert msg.index(str(partial)) < msg.index(str(isolated / "envdir")) < msg.index(str(isolated / "debian"))
+    assert msg.index(str(partial)) < msg.index(str(isolated / "debian")) < msg.index(str(isolated / "cache"))
 
 
 def test_error_says_when_env_var_is_unset(isolated):

@@ -73,9 +73,15 @@ def test_evaluate_official_file_other_size(script, run_dir, tmp_path):
     assert res["image_size"] == 48 and res["per_class"] == 5 and 0.0 <= res["linear_probe"] <= 100.0
 
 
-def test_evaluate_bad_path(script, tmp_path):
-    with pytest.raises(FileNotFoundError):
+def test_evaluate_bad_path(script, tmp_path, capsys):
+    with pytest.raises(
+        SystemExit
+    ) as exit_info:  # one line naming the path, exit status 2 (tests/test_cli.py)
         script.main([str(tmp_path / "nope"), "--quiet"])
+    assert (
+        exit_info.value.code == 2
+        and f"{tmp_path / 'nope'} is neither a file nor a folder" in capsys.readouterr().err
+    )
 
 
 def test_image_folder_limits_take_every_class(script, tmp_path):

@@ -1,0 +1,53 @@
+"""The command line as a user types it: a bad config, value, name or path is one line naming it and exit status 2
+(as argparse does, no traceback); flags and dotted overrides mix in any order."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import benchmark  # noqa: E402
+import evaluate as evaluate_script  # noqa: E402
+import pretrain  # noqa: E402
+import reproduce  # noqa: E402
+
+CASES = {
+    "unknown config": (pretrain, ["--config", "nope"], r"config 'nope' not found: .*fmnist_vit_tiny"),
+    "bad value": (pretrain, ["optim.lr=abc", "--dry-run"], r"config key 'optim.lr' expects float, got 'abc'"),
+    "unknown key": (pretrain, ["optim.lrr=1e-3"], r"unknown config key 'optim.lrr'; did you mean lr"),
+    "out of range": (pretrain, ["optim.global_batch=0", "--dry-run"], r"optim.global_batch=0 must lie in"),
+    "bad world size": (pretrain, ["--dry-run", "--world-size", "0"], r"--world-size 0 must be at least 1"),
+    "missing resume folder": (pretrain, ["--resume", "/nonexistent/ckpt"], r"--resume /nonexistent/ckpt: no such"),
+    "data path without the data": (pretrain, ["--data", "/nonexistent", "--no-eval"],
+                                   r"/nonexistent \(root argument\): no such folder"),
+    "evaluate missing path": (evaluate_script, ["/nonexistent"], r"/nonexistent is neither a file nor a folder"),
+    "evaluate zero per class": (evaluate_script, ["runs/x", "--per-class", "0"], r"--per-class 0 must be at least 1"),
+    "reproduce unknown group": (reproduce, ["--groups", "nope"], r"unknown group\(s\) nope; choose from architectures"),
+    "reproduce unknown checkpoint": (reproduce, ["--groups", "course_checkpoints", "--checkpoints", "ijepa,vit"],
+                                     r"unknown checkpoint\(s\) vit; choose from ijepa, mae, invariant"),
+    "reproduce zero seeds": (reproduce, ["--seeds", "0"], r"--seeds 0 must be at least 1"),
+    "benchmark zero batch": (benchmark, ["step", "--batch", "0"], r"--batch 0 must be at least 1"),
+    "benchmark negative warmup": (benchmark, ["masks", "--warmup", "-1"], r"--warmup -1 must be at least 0"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("script, argv, message", CASES.values(), ids=CASES.keys())
+def test_bad_input_is_one_line_and_exit_status_2(script, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ": error: " in err and err.lstrip().startswith("usage:")  # argparse's usage line, then the error
+    assert re.search(message, err), err
+
+
+def test_overrides_and_flags_mix_in_any_order(capsys):
+    info = pretrain.main(
+        ["optim.lr=5e-4", "--dry-run", "optim.max_steps=7", "--world-size", "2", "optim.epochs=3"]
+    )
+    assert info["total_steps"] == 7 and info["world_size"] == 2
+    args = pretrain.parse_args(["optim.lr=5e-4", "--no-eval", "optim.max_steps=1"])
+    assert args.no_eval and args.overrides == ["optim.lr=5e-4", "optim.max_steps=1"]
