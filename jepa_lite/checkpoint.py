@@ -5,8 +5,12 @@ random_states_<rank>.pkl, scaler.pt under fp16) and `trainer_state.json` (step, 
 `ckpt-00001234.tmp` and renamed only when complete, and old ones are renamed to `.old` before they are
 deleted, so a crash at any moment leaves only folders that are complete or visibly not checkpoints.
 
-Loading is checked file by file before accelerate touches anything, so a truncated, missing or foreign file
-stops the run with its name and the problem, never a silent fresh start. Nothing is unpickled beyond
+Each checkpoint's `trainer_state.json` carries a manifest (size and SHA-256 of every file), written last.
+`latest_checkpoint` verifies it and passes over a checkpoint that changed after it was written (bit rot, a
+partial copy between file systems) for the previous complete one, saying so. Loading is checked file by
+file before accelerate touches anything, so a truncated, missing or foreign file stops the run with its
+name and the problem, never a silent fresh start. A write that fails (a full disk) removes its partial
+folder and leaves the previous checkpoint the newest. Nothing is unpickled beyond
 tensors and plain containers: models are safetensors, and accelerate reads the optimizer and RNG files with
 `torch.load(weights_only=True)` (verified in tests/test_checkpoint.py).
 
@@ -16,12 +20,15 @@ time (default 1) it reaches POINT, one of `FAULT_POINTS`, so tests can crash a r
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import pickle
 import re
 import shutil
 import signal
+import sys
 import zipfile
 from pathlib import Path
 
@@ -31,6 +38,7 @@ from torch import nn
 
 __all__ = [
     "CheckpointError",
+    "verify_checkpoint",
     "save_checkpoint",
     "latest_checkpoint",
     "load_checkpoint",
@@ -93,7 +101,7 @@ def save_checkpoint(accelerator, run_dir: str | Path, step: int, state: dict, ke
     final = run_dir / f"ckpt-{step:08d}"
     tmp, old = final.with_name(final.name + ".tmp"), final.with_name(final.name + ".old")
     if not _params_finite(accelerator):
-        last = latest_checkpoint(run_dir)
+        last = latest_checkpoint(run_dir, verify=False)
         raise FloatingPointError(
             f"refusing to write checkpoint {final.name} at step {step}: the model holds NaN or inf values; "
             f"the last good checkpoint is {last if last else '(none)'}"
@@ -102,11 +110,29 @@ def save_checkpoint(accelerator, run_dir: str | Path, step: int, state: dict, ke
         for stale in [*run_dir.glob("ckpt-*.tmp"), *run_dir.glob("ckpt-*.old")]:
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    failure = None
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    except OSError as err:  # a full disk, a quota, a vanished mount: every process must learn of it
+        failure = err
+    failure = _agree_on_failure(accelerator, failure)
+    if failure is None and accelerator.is_main_process:
         _fault_point("ckpt_tmp_written")
-        (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=1))
+        try:
+            manifest = {f.name: _file_record(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+            _write_state(tmp / STATE_FILE, {**state, "step": step, "files": manifest})
+        except OSError as err:
+            failure = err
+    failure = _agree_on_failure(accelerator, failure)
+    if failure is not None:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        last = latest_checkpoint(run_dir, verify=False)
+        raise CheckpointError(
+            f"could not write checkpoint {final.name} at step {step}: {failure}. Its partial folder was removed; "
+            f"the newest complete checkpoint is {last or '(none)'} (free space, then resume with --resume auto)"
+        ) from failure
+    if accelerator.is_main_process:
         _fault_point("ckpt_before_rename")
         if final.exists():  # re-saving a step (a resumed run that ends where it started): set the old aside
             final.rename(old)
@@ -122,10 +148,76 @@ def save_checkpoint(accelerator, run_dir: str | Path, step: int, state: dict, ke
     return final
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a run (one with its trainer state written), or None."""
+def _file_record(path: Path) -> dict:
+    """Size and SHA-256 of a file, read in 16 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _write_state(path: Path, state: dict) -> None:
+    """Write trainer_state.json and flush it to disk (an OSError, e.g. a full disk, propagates)."""
+    with open(path, "w") as f:
+        f.write(json.dumps(state, indent=1))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _agree_on_failure(accelerator, failure: OSError | None) -> OSError | None:
+    """Every process learns whether any process failed (no process waits forever for a failed one)."""
+    if accelerator.num_processes == 1:
+        return failure
+    flag = torch.tensor(0.0 if failure is None else 1.0, device=accelerator.device)
+    if float(accelerator.reduce(flag, reduction="sum")) == 0.0:
+        return None
+    return failure or OSError(errno.EIO, "another process failed to write its part of the checkpoint")
+
+
+def verify_checkpoint(ckpt_dir: str | Path) -> str | None:
+    """What is wrong with a checkpoint against its manifest (a file missing, resized or changed since it was
+    written), or None if it matches. Checkpoints written before manifests existed are not checked."""
+    ckpt_dir = Path(ckpt_dir)
+    try:
+        files = json.loads((ckpt_dir / STATE_FILE).read_text()).get("files")
+    except (OSError, ValueError, AttributeError) as err:
+        return f"{ckpt_dir / STATE_FILE} is unreadable: {type(err).__name__}: {err}"
+    for name, want in (files or {}).items():
+        path = ckpt_dir / name
+        if not path.is_file():
+            return f"{path} is missing (its manifest lists it)"
+        if path.stat().st_size != want["size"]:
+            return (f"{path} has {path.stat().st_size} bytes, its manifest says {want['size']}: truncated or "
+                    "changed after it was written")  # fmt: skip
+        if _file_record(path)["sha256"] != want["sha256"]:
+            return f"{path} differs from its manifest's checksum: changed after it was written"
+    return None
+
+
+def latest_checkpoint(run_dir: str | Path, *, verify: bool = True) -> Path | None:
+    """The newest complete checkpoint folder of a run (trainer state written, files matching its manifest),
+    or None if the run has none. A damaged checkpoint is passed over for the previous one, with a message on
+    stderr; if every complete checkpoint is damaged, CheckpointError (never a silent fresh start)."""
     done = [p for p in _ckpt_dirs(Path(run_dir)) if (p / STATE_FILE).is_file()]
-    return done[-1] if done else None
+    if not verify:
+        return done[-1] if done else None
+    problems = []
+    for ckpt in reversed(done):
+        problem = verify_checkpoint(ckpt)
+        if problem is None:
+            if problems:
+                print(f"resuming from {ckpt.name}, the newest intact checkpoint", file=sys.stderr, flush=True)
+            return ckpt
+        problems.append(problem)
+        print(f"skipping checkpoint {ckpt.name}: {problem}", file=sys.stderr, flush=True)
+    if problems:
+        raise CheckpointError(
+            f"every complete checkpoint of {run_dir} is damaged: "
+            + "; ".join(problems)
+            + ". Move them aside to start afresh, or restore them from a copy."
+        )
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -228,6 +320,7 @@ def load_checkpoint(accelerator, ckpt_dir: str | Path) -> dict:
         int(state["step"])
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{state_file} is corrupt: {type(err).__name__}: {err}") from None
+    state.pop("files", None)
     foreign = sorted(p.name for p in ckpt_dir.glob("custom_checkpoint_*.pkl"))
     if foreign:  # accelerate would unpickle these without the weights-only guard; jepa_lite never writes them
         raise CheckpointError(
@@ -245,6 +338,9 @@ def load_checkpoint(accelerator, ckpt_dir: str | Path) -> dict:
             _torch_load(path)  # accelerate ignores a failed RNG load; an exact resume needs it
         else:
             _check_zip(path)
+    problem = verify_checkpoint(ckpt_dir)  # what the file checks cannot see: a flipped bit, a changed file
+    if problem is not None:
+        raise CheckpointError(problem)
     try:
         accelerator.load_state(str(ckpt_dir))
     except Exception as err:  # noqa: BLE001 - find the file, then re-raise with its name

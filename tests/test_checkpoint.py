@@ -47,6 +47,13 @@ def ckpt(tmp_path: Path) -> Path:
     return save_checkpoint(acc, tmp_path / "run", 3, {"config": {"seed": 0}})
 
 
+def _forget_manifest(ckpt: Path) -> None:
+    """Make `ckpt` look like a checkpoint written before manifests: the file checks are then what protects."""
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state.pop("files")
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+
+
 def _load_into_fresh(ckpt: Path, width: int = 8) -> tuple[dict, nn.Module]:
     acc, model, _ = _prepared(width, seed=1)
     return load_checkpoint(acc, ckpt), model
@@ -147,6 +154,9 @@ def test_optimizer_of_another_model_is_refused_naming_the_file(tmp_path: Path, c
     acc, _, _ = _prepared(width=16)
     other = save_checkpoint(acc, tmp_path / "other", 3, {})
     (ckpt / "optimizer.bin").write_bytes((other / "optimizer.bin").read_bytes())
+    with pytest.raises(CheckpointError, match=r"optimizer\.bin has \d+ bytes, its manifest says"):
+        _load_into_fresh(ckpt)
+    _forget_manifest(ckpt)
     with pytest.raises(CheckpointError, match=r"optimizer\.bin belongs to another model"):
         _load_into_fresh(ckpt)
 
@@ -196,6 +206,7 @@ def test_pickled_code_in_a_checkpoint_is_refused_and_never_runs(ckpt: Path, name
         {"state": {}, "param_groups": Payload(marker)} if name == "optimizer.bin" else {"x": Payload(marker)}
     )
     torch.save(state, ckpt / name)
+    _forget_manifest(ckpt)  # else the manifest refuses the changed file before any of it is read
     with pytest.raises(CheckpointError, match=message):
         _load_into_fresh(ckpt)
     assert not marker.exists()
@@ -265,12 +276,14 @@ def test_resume_auto_without_checkpoint_starts_fresh_and_says_so(tmp_path: Path,
     assert f"--resume auto: resuming from {tmp_path / 'r' / 'ckpt-00000001'}" in capsys.readouterr().out
 
 
-def test_resume_from_a_missing_path_is_an_error(tmp_path: Path) -> None:
+def test_resume_from_a_missing_path_is_an_error(tmp_path: Path, capsys) -> None:
     missing = tmp_path / "r" / "ckpt-00000005"
-    with pytest.raises(FileNotFoundError, match=f"--resume {re.escape(str(missing))}: no such checkpoint"):
+    with pytest.raises(SystemExit) as exit_info:
         pretrain.main(
             ["--no-eval", "--quiet", "--out", str(tmp_path), "--name", "r", "--resume", str(missing), *TINY]
         )
+    assert exit_info.value.code == 2
+    assert re.search(f"--resume {re.escape(str(missing))}: no such checkpoint", capsys.readouterr().err)
     assert not (tmp_path / "r").exists()  # stopped before writing anything
 
 
@@ -279,8 +292,10 @@ def test_resume_from_a_broken_checkpoint_stops_the_run(tmp_path: Path) -> None:
     pretrain.main([*args, *TINY])
     ckpt = tmp_path / "r" / "ckpt-00000001"
     _truncate(ckpt / "model.safetensors")
-    for resume in ("auto", str(ckpt)):
-        with pytest.raises(CheckpointError, match=r"ckpt-00000001/model\.safetensors is truncated"):
+    explicit = r"ckpt-00000001/model\.safetensors is truncated"
+    auto = r"every complete checkpoint .* damaged: .*ckpt-00000001/model\.safetensors has \d+ bytes, its manifest"
+    for resume, message in (("auto", auto), (str(ckpt), explicit)):
+        with pytest.raises(CheckpointError, match=message):
             pretrain.main([*args, "--resume", resume, *TINY, "optim.max_steps=2"])
     assert not (tmp_path / "r" / "ckpt-00000002").exists()
 
