@@ -29,6 +29,8 @@ from .data import build_dataset
 from .masks import MaskCollator, make_collator
 from .methods import IJEPA, MAE, Invariant
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, attention_kernels, official_init_
+from .preempt import Preempted, StopRequests
+from .runlock import RunLock
 from .schedules import Schedules, param_groups, set_optimizer_values
 
 __all__ = [
@@ -261,39 +263,48 @@ def train(
     core = acc.unwrap_model(method)
 
     run_dir = Path(run_dir) if run_dir is not None else None
-    start = 0
-    if resume is not None:
-        ckpt = latest_checkpoint(run_dir) if str(resume) == "auto" else Path(resume)
-        if ckpt is not None:
-            start = load_checkpoint(acc, ckpt)["step"]
-            if acc.is_main_process and progress:
-                print(f"resumed from {ckpt} at step {start}")
-    if run_dir is not None and acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    history = _read_history(run_dir, start) if run_dir is not None and start > 0 else []
-
-    sampler = GlobalBatchSampler(len(dataset), o.global_batch, micro=micro, accum=accum, rank=acc.process_index,
-                                 world_size=acc.num_processes, seed=cfg.seed, start_step=start, total_steps=total)  # fmt: skip
-    nw = cfg.data.num_workers
-    loader = DataLoader(KeyedDataset(dataset), batch_sampler=sampler, collate_fn=collator, num_workers=nw,
-                        pin_memory=fused, persistent_workers=nw > 0, prefetch_factor=4 if nw > 0 else None)  # fmt: skip
-    rng = torch.get_rng_state()
-    batches = iter(loader)  # draws the loader's base seed from the global RNG
-    if start > 0:  # the checkpoint's RNG state already holds that draw: crops and drop-path resume exactly
-        torch.set_rng_state(rng)
-    end = total if stop_after is None else min(total, start + stop_after)
-    bar = tqdm(range(start, end), initial=start, total=total, disable=not (progress and acc.is_main_process),
-               desc=f"{cfg.method.name} {cfg.name}", dynamic_ncols=True)  # fmt: skip
-    writer = (
-        _CsvLog(run_dir / "metrics.csv", keep_until=start)
-        if run_dir is not None and acc.is_main_process
-        else None
-    )
-    per_image_flops = _step_flops_per_image(cfg)
-    device_name = torch.cuda.get_device_name(acc.device) if acc.device.type == "cuda" else "cpu"
-    method.train()
-    step = start
+    lock = RunLock(run_dir) if run_dir is not None and acc.is_main_process else None
+    stop = StopRequests(run_dir if acc.is_main_process else None)  # one process watches the stop file
+    bar = writer = None
+    if lock is not None:
+        lock.acquire()  # before anything is read or written: another live run in this folder stops us here
     try:
+        stop.__enter__()
+        stop.clear_file()  # a request left over from before this run started is not for it
+        start = 0
+        if resume is not None:
+            ckpt = latest_checkpoint(run_dir) if str(resume) == "auto" else Path(resume)
+            if ckpt is not None:
+                start = load_checkpoint(acc, ckpt)["step"]
+                if acc.is_main_process and progress:
+                    print(f"resumed from {ckpt} at step {start}")
+        if run_dir is not None and acc.is_main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        history = _read_history(run_dir, start) if run_dir is not None and start > 0 else []
+
+        sampler = GlobalBatchSampler(len(dataset), o.global_batch, micro=micro, accum=accum, rank=acc.process_index,
+                                     world_size=acc.num_processes, seed=cfg.seed, start_step=start, total_steps=total)  # fmt: skip
+        nw = cfg.data.num_workers
+        loader = DataLoader(KeyedDataset(dataset), batch_sampler=sampler, collate_fn=collator, num_workers=nw,
+                            pin_memory=fused, persistent_workers=nw > 0, prefetch_factor=4 if nw > 0 else None)  # fmt: skip
+        rng = torch.get_rng_state()
+        batches = iter(loader)  # draws the loader's base seed from the global RNG
+        if (
+            start > 0
+        ):  # the checkpoint's RNG state already holds that draw: crops and drop-path resume exactly
+            torch.set_rng_state(rng)
+        end = total if stop_after is None else min(total, start + stop_after)
+        bar = tqdm(range(start, end), initial=start, total=total, disable=not (progress and acc.is_main_process),
+                   desc=f"{cfg.method.name} {cfg.name}", dynamic_ncols=True)  # fmt: skip
+        writer = (
+            _CsvLog(run_dir / "metrics.csv", keep_until=start)
+            if run_dir is not None and acc.is_main_process
+            else None
+        )
+        per_image_flops = _step_flops_per_image(cfg)
+        device_name = torch.cuda.get_device_name(acc.device) if acc.device.type == "cuda" else "cpu"
+        method.train()
+        step = start
         for step in bar:
             t0 = time.perf_counter()
             vals = sched.at(step)
@@ -312,7 +323,10 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             core.update_target(vals["momentum"])
-            loss_val = acc.reduce(loss_sum / accum, reduction="mean").item()
+            # the loss, averaged over processes, and whether any process was asked to stop: one reduction
+            asked = 1.0 if stop.reason() else 0.0
+            both = acc.reduce(torch.stack([loss_sum / accum, loss_sum.new_tensor(asked)]), reduction="sum")
+            loss_val, stop_now = (both[0] / acc.num_processes).item(), float(both[1]) > 0
             if not math.isfinite(loss_val):
                 bad_input = (
                     "" if bool(torch.isfinite(batch.images).all()) else " (the batch holds NaN/inf pixels)"
@@ -338,15 +352,29 @@ def train(
                 if on_step is not None:
                     on_step(step, core, row)
             done = step + 1
+            if lock is not None:
+                lock.heartbeat()
+            if stop_now and done < total:
+                ckpt = None
+                if run_dir is not None:
+                    ckpt = save_checkpoint(acc, run_dir, done, {"config": config_to_dict(cfg)}, cfg.keep_last)
+                reason = stop.reason() or "another process was asked to stop"
+                stop.clear_file()
+                raise Preempted(done, ckpt, reason)
             if run_dir is not None and cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < total:
                 save_checkpoint(acc, run_dir, done, {"config": config_to_dict(cfg)}, cfg.keep_last)
         step = end
         if run_dir is not None:
             save_checkpoint(acc, run_dir, step, {"config": config_to_dict(cfg)}, cfg.keep_last)
+        stop.clear_file()  # a request that came too late to matter: the run is complete
     finally:
-        bar.close()
+        stop.__exit__()
+        if bar is not None:
+            bar.close()
         if writer:
             writer.close()
+        if lock is not None:
+            lock.release()
     return TrainResult(core, history, run_dir, step, init_encoder)
 
 

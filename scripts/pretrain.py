@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
 
-    from jepa_lite.checkpoint import export_weights, latest_checkpoint
-    from jepa_lite.data import build_dataset
-    from jepa_lite.evaluate import PROBE_VERSION, evaluate_encoder, evaluate_features, pixel_features
+    from jepa_lite.checkpoint import latest_checkpoint
+    from jepa_lite.preempt import REQUEUE_STATUS, Preempted
+    from jepa_lite.runlock import RunFolderInUse, RunLock
     from jepa_lite.train import make_accelerator, train
 
     run_dir = Path(cfg.out_dir) / cfg.name
@@ -150,7 +150,12 @@ def main(argv: list[str] | None = None) -> dict | None:
         resume = latest_checkpoint(run_dir)
         auto = f"resuming from {resume}" if resume else f"no complete checkpoint in {run_dir}: starting fresh"
     acc = make_accelerator(cfg)
+    lock = RunLock(run_dir)
     if acc.is_main_process:
+        try:  # a live run in the same folder: refuse before writing anything into it
+            lock.acquire()
+        except RunFolderInUse as e:
+            parser.error(str(e))
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         print(f"run {cfg.name}: {cfg.method.name} on {cfg.data.name}, {acc.num_processes} process(es) on "
@@ -158,13 +163,29 @@ def main(argv: list[str] | None = None) -> dict | None:
         if args.resume == "auto":
             print(f"--resume auto: {auto}", flush=True)
     t0 = time.perf_counter()
-    result = train(
-        cfg, dataset=dataset, run_dir=run_dir, resume=resume, accelerator=acc, progress=not args.quiet
-    )
+    try:
+        result = train(
+            cfg, dataset=dataset, run_dir=run_dir, resume=resume, accelerator=acc, progress=not args.quiet
+        )
+    except Preempted as e:  # a checkpoint is written: the scheduler may requeue the job, which resumes it
+        lock.release()
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(REQUEUE_STATUS)
     train_s = time.perf_counter() - t0
     acc.wait_for_everyone()
     if not acc.is_main_process:
         return None
+    try:
+        return _finish(args, cfg, acc, run_dir, result, train_s)
+    finally:
+        lock.release()
+
+
+def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
+    """Export the weights, probe the trained and the initial encoder, write and print results.json."""
+    from jepa_lite.checkpoint import export_weights
+    from jepa_lite.data import build_dataset
+    from jepa_lite.evaluate import PROBE_VERSION, evaluate_encoder, evaluate_features, pixel_features
 
     meta = {"config": json.dumps(config_to_dict(cfg))}
     export_weights(result.method.eval_encoder, run_dir / "target_encoder.safetensors", meta)

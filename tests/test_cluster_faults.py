@@ -1,19 +1,35 @@
-"""What a long run on a cluster meets, on CPU: a checkpoint that changed after it was written, a full disk.
-Each is survived (the run resumes with the weights of an uninterrupted run) or refused with a clear message."""
+"""What a long run on a cluster meets, on CPU: a checkpoint that changed after it was written, a full disk, a
+preemption signal, two runs pointed at one folder. Each is survived (the run resumes with the weights of an
+uninterrupted run) or refused with a clear message."""
 
 from __future__ import annotations
 
 import errno
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import accelerate
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_train import Blobs, tiny_config
 
 from jepa_lite.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, verify_checkpoint
+from jepa_lite.preempt import REQUEUE_STATUS, STOP_FILE, Preempted
+from jepa_lite.runlock import LOCK_FILE, STALE_AFTER, RunFolderInUse, RunLock
 from jepa_lite.train import make_accelerator, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import pretrain  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(tmp_path: Path, name: str, **kw):
@@ -99,3 +115,128 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_what_happened(tmp_path, 
     assert latest_checkpoint(tmp_path / "run") == tmp_path / "run" / "ckpt-00000003"
     resumed = _run(tmp_path, "run", resume="auto")
     assert _same_weights(resumed, full)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# preemption: SIGTERM / SIGUSR1 or a PREEMPT file -> a checkpoint at the next step boundary, then exit 75
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+@pytest.mark.parametrize("moment, stops_after", [("step 2", 3), ("checkpoint write", 4), ("step 7", None)])
+def test_a_preemption_signal_checkpoints_at_the_next_step_and_resumes_exactly(
+    tmp_path, monkeypatch, sig, moment, stops_after
+):
+    """The signal arrives after step 2, while the checkpoint after step 3 is written, or with the last step."""
+    full = _run(tmp_path, "full")
+    real_save = accelerate.Accelerator.save_state
+
+    def save_then_signal(self, output_dir, **kw):
+        out = real_save(self, output_dir, **kw)
+        if moment == "checkpoint write" and "ckpt-00000003" in str(output_dir):
+            os.kill(os.getpid(), sig)
+        return out
+
+    def on_step(step, method, row):
+        if moment == f"step {step + 1}":
+            os.kill(os.getpid(), sig)
+
+    before = signal.getsignal(sig)
+    monkeypatch.setattr(accelerate.Accelerator, "save_state", save_then_signal)
+    if stops_after is None:  # asked with the last step: the run is complete, nothing to stop
+        done = _run(tmp_path, "run", on_step=on_step)
+        assert done.step == 8 and _same_weights(done, full)
+        return
+    with pytest.raises(Preempted) as stopped:
+        _run(tmp_path, "run", on_step=on_step)
+    assert signal.getsignal(sig) == before  # the trainer's handler is gone again
+    assert (stopped.value.step, stopped.value.reason) == (stops_after, sig.name)
+    assert stopped.value.checkpoint == tmp_path / "run" / f"ckpt-{stops_after:08d}"
+    assert latest_checkpoint(tmp_path / "run") == stopped.value.checkpoint
+    monkeypatch.undo()
+    resumed = _run(tmp_path, "run", resume="auto")
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    assert _same_weights(resumed, full)
+
+
+def test_a_preempt_file_in_the_run_folder_stops_the_run_and_is_removed(tmp_path):
+    def on_step(step, method, row):
+        if step == 1:
+            (tmp_path / "run" / STOP_FILE).touch()  # what the sbatch script writes before the time limit
+
+    with pytest.raises(Preempted, match=r"PREEMPT exists\) after step 3: checkpoint .*ckpt-00000003 written"):
+        _run(tmp_path, "run", on_step=on_step)
+    assert not (tmp_path / "run" / STOP_FILE).exists()  # the requeued job must not stop at once
+
+
+def test_pretrain_exits_75_on_preemption_and_resumes_to_the_uninterrupted_weights(tmp_path):
+    """A real signal to a real `scripts/pretrain.py` process, as a scheduler sends it."""
+    from test_pretrain import TINY
+
+    args = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--quiet", "--no-eval", "--out", str(tmp_path),
+            *TINY, "optim.max_steps=40", "data.limit=2048"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*args, "--name", "full"], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen([*args, "--name", "cut"], env=env, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "cut" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 4):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGUSR1)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == REQUEUE_STATUS, err
+    assert "preempted (SIGUSR1) after step" in err and "resume with --resume auto" in err
+    step = int(re.search(r"after step (\d+)", err).group(1))
+    assert 3 <= step < 40 and (tmp_path / "cut" / f"ckpt-{step:08d}").is_dir()
+    assert not (tmp_path / "cut" / LOCK_FILE).exists()  # the lock is released on the way out
+    subprocess.run([*args, "--name", "cut", "--resume", "auto"], check=True, env=env, capture_output=True)
+    a, b = (load_file(str(tmp_path / n / "target_encoder.safetensors")) for n in ("full", "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# two runs, one folder
+
+
+HOLDER = """
+import sys, time
+from jepa_lite.runlock import RunLock
+lock = RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_run_in_a_live_runs_folder_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_path, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            RunFolderInUse, match=rf"in use by process {holder.pid} on {socket.gethostname()}"
+        ):
+            _run(tmp_path, "run")
+        assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+            LOCK_FILE
+        ]  # nothing of ours was written
+        with pytest.raises(SystemExit) as exit_info:
+            pretrain.main(["--no-eval", "--quiet", "--out", str(tmp_path), "--name", "run"])
+        assert exit_info.value.code == 2 and f"in use by process {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    done = _run(tmp_path, "run")  # its owner is gone: the lock does not hold forever
+    assert done.step == 8 and f"taking over the lock of process {holder.pid}" in capsys.readouterr().err
+    assert not (tmp_path / "run" / LOCK_FILE).exists()
+
+
+def test_another_hosts_lock_holds_while_its_heartbeat_is_fresh(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_FILE).write_text(json.dumps({"host": "node-elsewhere", "pid": 1, "since": "earlier"}))
+    with pytest.raises(RunFolderInUse, match="in use by process 1 on node-elsewhere"):
+        RunLock(run).acquire()
+    stale = time.time() - STALE_AFTER - 5
+    os.utime(run / LOCK_FILE, (stale, stale))
+    lock = RunLock(run).acquire()
+    assert lock.owned and json.loads((run / LOCK_FILE).read_text())["pid"] == os.getpid()
+    lock.release()

@@ -155,6 +155,38 @@ def test_slurm_script_parses_and_requeues() -> None:
     script = ROOT / "scripts" / "slurm" / "pretrain.sbatch"
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
     text = script.read_text()
-    for needle in ("#SBATCH --nodes=2", "#SBATCH --signal=B:USR1@300", "trap requeue USR1", "scontrol requeue",
-                   "--machine_rank \"$SLURM_NODEID\"", "--resume auto"):  # fmt: skip
+    for needle in ("#SBATCH --nodes=2", "#SBATCH --signal=B:USR1@300", "trap ask_for_checkpoint USR1",
+                   "scontrol requeue", "--machine_rank \"$SLURM_NODEID\"", "--resume auto"):  # fmt: skip
         assert needle in text, needle
+
+
+def test_slurm_script_asks_for_a_checkpoint_on_usr1_then_requeues(tmp_path: Path) -> None:
+    """The batch shell under fake srun/scontrol: USR1 (the time limit near) writes the run's PREEMPT file, the
+    'trainers' stop with status 75 as jepa_lite's do, and the job is requeued."""
+    import os
+    import signal
+    import time
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "scontrol.log"
+    fakes = {
+        "scontrol": f'#!/bin/bash\nif [ "$1" = show ]; then echo node1; else echo "$@" >> {log}; fi\n',
+        # a trainer: run until the PREEMPT file appears, then stop with the requeue status
+        "srun": '#!/bin/bash\nwhile [ ! -e "$OUT/$RUN_NAME/PREEMPT" ]; do sleep 0.05; done\nexit 75\n',
+    }
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "DATA": "/data", "OUT": str(tmp_path / "runs"),
+           "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node1", "SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "8"}  # fmt: skip
+    job = subprocess.Popen(["bash", str(ROOT / "scripts" / "slurm" / "pretrain.sbatch")], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    time.sleep(1.0)
+    assert job.poll() is None  # training
+    job.send_signal(signal.SIGUSR1)
+    out, _ = job.communicate(timeout=30)
+    assert job.returncode == 0, out
+    assert (tmp_path / "runs" / "in1k_vith14_ep300" / "PREEMPT").exists()  # jepa_lite's trainer removes it
+    assert log.read_text().split() == ["requeue", "42"]
+    assert "asking the trainers for a checkpoint" in out and "requeueing job 42" in out
