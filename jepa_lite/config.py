@@ -123,6 +123,9 @@ class Config:
     log_every: int = 10
     ckpt_every: int = 0  # optimizer steps between checkpoints; 0 -> only at the end
     keep_last: int = 2
+    dist_timeout: int = (
+        600  # seconds a collective waits for a lost process before the run stops with an error
+    )
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -258,7 +261,8 @@ CHOICES = {
 # key: (lowest, highest, lowest is allowed); None values pass (the key's type says when None is allowed)
 RANGES = {
     "seed": (0, None, True), "log_every": (1, None, True), "ckpt_every": (0, None, True),
-    "keep_last": (0, None, True), "data.image_size": (1, None, True), "data.limit": (1, None, True),
+    "keep_last": (0, None, True), "dist_timeout": (1, None, True), "data.image_size": (1, None, True),
+    "data.limit": (1, None, True),
     "data.num_workers": (0, None, True), "model.patch_size": (1, None, True), "model.embed_dim": (1, None, True),
     "model.depth": (1, None, True), "model.num_heads": (1, None, True), "model.predictor_dim": (1, None, True),
     "model.predictor_depth": (1, None, True), "model.predictor_heads": (1, None, True),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import datetime
 import math
 import os
 import time
@@ -199,9 +200,14 @@ def make_accelerator(cfg: Config):
     import os
 
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
 
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return Accelerator(mixed_precision=_resolve_precision(cfg.mixed_precision), cpu=cpu)
+    # a collective that waits longer than dist_timeout for a lost process fails instead of hanging for hours
+    timeout = InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=cfg.dist_timeout))
+    return Accelerator(
+        mixed_precision=_resolve_precision(cfg.mixed_precision), cpu=cpu, kwargs_handlers=[timeout]
+    )
 
 
 def total_steps_of(cfg: Config, n_images: int) -> tuple[int, int, int]:
@@ -367,6 +373,15 @@ def train(
         if run_dir is not None:
             save_checkpoint(acc, run_dir, step, {"config": config_to_dict(cfg)}, cfg.keep_last)
         stop.clear_file()  # a request that came too late to matter: the run is complete
+    except Exception as err:
+        if acc.num_processes > 1 and _lost_a_process(err):
+            last = latest_checkpoint(run_dir, verify=False) if run_dir is not None else None
+            raise RuntimeError(
+                f"process {acc.process_index} of {acc.num_processes} lost contact with the others at step {step}: "
+                f"another process died or its node was lost ({type(err).__name__}: {str(err)[:300]}). The newest "
+                f"complete checkpoint is {last or '(none)'}: restart the job with --resume auto"
+            ) from err
+        raise
     finally:
         stop.__exit__()
         if bar is not None:
@@ -376,6 +391,18 @@ def train(
         if lock is not None:
             lock.release()
     return TrainResult(core, history, run_dir, step, init_encoder)
+
+
+def _lost_a_process(err: BaseException) -> bool:
+    """Did a collective fail because another process is gone (gloo/NCCL errors, a collective timeout)?"""
+    import torch.distributed as dist
+
+    if isinstance(err, getattr(dist, "DistError", ())):
+        return True
+    text = str(err).lower()
+    return any(
+        s in text for s in ("connection closed by peer", "connection reset", "gloo", "nccl", "timed out")
+    )
 
 
 def _step_flops_per_image(cfg: Config) -> float:

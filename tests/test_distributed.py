@@ -114,3 +114,59 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
         a, b = load_file(str(tmp_path / "full" / name)), load_file(str(run_dir / name))
         for k in a:
             assert (a[k] - b[k]).abs().max().item() <= TOL, f"{name} {k}"
+
+
+def _workers(launcher: subprocess.Popen, n: int = 2, timeout: float = 120) -> list[int]:
+    """PIDs of the training processes torchrun started (its children), once all n are up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children")
+        pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+        if len(pids) == n:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError("torchrun did not start its workers")
+
+
+def _kill_a_rank_after_the_first_checkpoint(cmd: list[str], run_dir: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    workers = sorted(_workers(proc))
+    deadline = time.monotonic() + 240
+    while not _complete_ckpts(run_dir) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(workers[1], signal.SIGKILL)  # rank 1 (torchrun starts rank 0 first): not the main process
+    return proc
+
+
+def test_a_dead_rank_stops_the_job_quickly_and_resume_auto_finishes_it(tmp_path: Path) -> None:
+    """SIGKILL one of two ranks mid-run: the other stops within a minute naming the newest checkpoint (not
+    torch's 30-minute collective timeout), and the restarted job ends with the weights of an uninterrupted one."""
+    _fmnist_or_skip()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    extra = ("optim.max_steps=60", "ckpt_every=5", "dist_timeout=30")
+    _run([*torchrun, *_args(tmp_path, "full", *extra)])
+    cmd = [*torchrun, *_args(tmp_path, "cut", *extra)]
+    proc = _kill_a_rank_after_the_first_checkpoint(cmd, tmp_path / "cut")
+    t0 = time.monotonic()
+    out, _ = proc.communicate(timeout=120)
+    assert time.monotonic() - t0 < 60 and proc.returncode != 0
+    assert not (tmp_path / "cut" / "results.json").exists()
+    assert "lost contact with the others at step" in out and "restart the job with --resume auto" in out, out[
+        -3000:
+    ]
+    _run([*cmd, "--resume", "auto"])
+    _assert_same_weights(tmp_path / "full", tmp_path / "cut")
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    assert (
+        json.loads((b / "results.json").read_text())["steps"]
+        == json.loads((a / "results.json").read_text())["steps"]
+    )
+    for name in ("encoder.safetensors", "target_encoder.safetensors"):
+        wa, wb = load_file(str(a / name)), load_file(str(b / name))
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert (wa[k] - wb[k]).abs().max().item() <= TOL, f"{name} {k}"
