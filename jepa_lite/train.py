@@ -171,7 +171,13 @@ class KeyedDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int, int, int]):
         index, step, slot, g = key
-        image, label = self.dataset[index][:2]
+        try:
+            image, label = self.dataset[index][:2]
+        except Exception as err:  # name the sample: in a DataLoader worker the traceback alone does not
+            raise RuntimeError(
+                f"training sample {index} ({type(self.dataset).__name__}) could not be loaded at step {step}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
         return image, label, (step, slot, g)
 
 

@@ -240,3 +240,49 @@ def test_another_hosts_lock_holds_while_its_heartbeat_is_fresh(tmp_path):
     lock = RunLock(run).acquire()
     assert lock.owned and json.loads((run / LOCK_FILE).read_text())["pid"] == os.getpid()
     lock.release()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the DataLoader
+
+
+class _Failing(Blobs):
+    """Blobs whose sample 5 raises, or kills the worker process that loads it."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def __getitem__(self, i):
+        if i == 5 and self.how == "raises":
+            raise OSError("read error on the storage server")
+        if i == 5 and self.how == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_sample_that_fails_to_load_stops_the_run_naming_it(tmp_path, workers):
+    with pytest.raises(RuntimeError, match=r"training sample 5 \(_Failing\) could not be loaded at step \d+: "
+                       r"OSError: read error on the storage server"):  # fmt: skip
+        train(tiny_config(f"data.num_workers={workers}"), dataset=_Failing("raises"), progress=False)
+
+
+def test_a_killed_dataloader_worker_stops_the_run_instead_of_hanging(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"DataLoader worker .* exited unexpectedly"):
+        train(tiny_config("data.num_workers=2"), dataset=_Failing("killed"), progress=False)
+    assert time.monotonic() - t0 < 60
+
+
+def test_an_image_folder_that_loses_files_during_a_run_says_which(tmp_path):
+    from test_data import _png_folder
+
+    from jepa_lite.data import build_dataset
+
+    root = _png_folder(tmp_path / "pets")
+    ds = build_dataset("imagefolder", root=root, image_size=8, train=False)
+    (root / "dog" / "1.png").unlink()  # a storage hiccup, or a cleanup job, between two epochs
+    with pytest.warns(UserWarning, match=r"skipping unreadable image file .*dog/1\.png \(FileNotFoundError"):
+        x, y = ds[4]
+    assert y == 1 and torch.equal(x, ds[5][0])  # the next readable image stands in for it
