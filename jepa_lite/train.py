@@ -91,8 +91,9 @@ def build_collator(cfg: Config, grid: tuple[int, int]) -> MaskCollator:
     mk = cfg.mask
     if mk.strategy == "multiblock":
         kw = dict(n_targets=mk.n_targets, target_scale=mk.target_scale, target_aspect=mk.target_aspect,
-                  context_scale=mk.context_scale, min_context=mk.min_context,
-                  context_fill=mk.context_fill)  # fmt: skip
+                  context_scale=mk.context_scale, min_context=mk.min_context)  # fmt: skip
+        if mk.context_fill != "subsample":  # the default's kwargs stay those of sample_multiblock_grids
+            kw["context_fill"] = mk.context_fill
     elif mk.strategy == "random":
         kw = dict(target_ratio=mk.target_ratio)
     elif mk.strategy == "block":
