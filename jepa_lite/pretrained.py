@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,7 +30,17 @@ from .config import config_from_dict, config_to_dict
 from .experiments import MAE_PRESET, ProbeSets, make_config, write_json
 from .train import build_encoder, build_method, total_steps_of, train
 
-__all__ = ["RECIPES", "WEIGHTS_DIR", "names", "available", "card", "load", "retrain", "knn_check"]
+__all__ = [
+    "RECIPES",
+    "WEIGHTS_DIR",
+    "names",
+    "available",
+    "card",
+    "load",
+    "compute_curves",
+    "retrain",
+    "knn_check",
+]
 
 WEIGHTS_DIR = Path(__file__).parent / "checkpoints"
 SNAPSHOTS = (1 / 8, 1 / 4, 1 / 2, 1)  # fractions of the budget whose encoder is probed during the run
@@ -127,6 +138,19 @@ def load(
     return method.eval_encoder if part == "target_encoder" else getattr(method, part)
 
 
+def compute_curves(root: str | Path | None = None) -> tuple[dict[str, list[dict]], str]:
+    """The snapshot probes of every course checkpoint present, as `viz.plot_accuracy_vs_compute` takes them
+    ({"I-JEPA": [{"train_minutes": t, "linear_probe": ..., "knn": ...}, ...], ...}), and a title naming
+    where they were trained. Empty when none is present."""
+    from .viz import METHOD_NAMES
+
+    cards = {n: card(n, root) for n in available(root)}
+    curves = {METHOD_NAMES[c["method"]]: c["snapshots"] for c in cards.values()}
+    devices = sorted({c.get("trained_on", "?") for c in cards.values()})
+    where = f"all on {devices[0]}" if len(devices) == 1 else "on " + ", ".join(devices)
+    return curves, f"Fashion-MNIST probes of the course checkpoints during training (same encoder, {where})"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # training them
 
@@ -200,7 +224,10 @@ def retrain(
         result = train(cfg, run_dir=work / "run", resume="auto", progress=progress,
                        on_step=_snapshot_saver(work, steps))  # fmt: skip
         wall = time.perf_counter() - t0
+        # Compute is steps x the median step time: robust to the stretches when other jobs shared the CPU (or
+        # the run was paused), which a plain sum of step times would count as training.
         seconds = [r["time"] for r in result.history]  # per-step times, kept across a resume
+        step_seconds = statistics.median(seconds)
         probes = probes or ProbeSets(cfg, quick=quick)
         snapshots = []
         for s in steps:
@@ -209,7 +236,8 @@ def retrain(
                 enc = load_weights(build_encoder(cfg, in_chans=1), work / f"snap-{s:08d}.safetensors")
                 print(f"  probing the snapshot after step {s}", flush=True)
                 write_json(record, {"step": s, "fraction": s / total,
-                                    "train_minutes": round(sum(seconds[:s]) / 60, 2),
+                                    "train_minutes": round(s * step_seconds / 60, 2),
+                                    "train_minutes_summed": round(sum(seconds[:s]) / 60, 2),
                                     **probes.evaluate(enc, progress=progress)})  # fmt: skip
             snapshots.append(json.loads(record.read_text()))
         # Ship float16 where the probes of the rounded weights stay within HALF_TOLERANCE of float32's.
@@ -226,7 +254,8 @@ def retrain(
                 "pretrain_command": " ".join(["python scripts/pretrain.py", f"--config {BASE} --name course-{name}",
                                               *recipe.overrides, f"seed={recipe.seed}"]),
                 "config": config_to_dict(cfg), "steps": result.step, "epochs": cfg.optim.epochs,
-                "train_minutes": round(sum(seconds) / 60, 1), "wall_minutes_this_call": round(wall / 60, 1),
+                "train_minutes": round(result.step * step_seconds / 60, 1), "step_seconds_median": round(step_seconds, 4),
+                "train_minutes_summed": round(sum(seconds) / 60, 1), "wall_minutes_this_call": round(wall / 60, 1),
                 "trained_on": _device_name(), "dtype": "float16" if use_half else "float32",
                 "probes": half_probes if use_half else snapshots[-1], "probes_float32": snapshots[-1],
                 "snapshots": snapshots, "loss_curve": _loss_curve(result.history), "quick": quick}  # fmt: skip

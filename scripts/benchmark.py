@@ -39,7 +39,7 @@ from jepa_lite.masks import Batch, make_collator, official_collator_sample  # no
 STRATEGIES = ["multiblock", "random", "block", "rasterized", "official"]
 # `step --model` -> the packaged config whose method is timed.
 STEP_MODELS = {
-    "tiny": "fmnist_grid",  # the 4-deep Fashion-MNIST ViT of the experiment grid (the README's CPU figures)
+    "tiny": "fmnist_grid",  # the 4-deep Fashion-MNIST ViT of the experiment grid (the CPU figures of docs/scaling.md)
     "course": "fmnist_vit_tiny",  # the course's default run: the same ViT 2 deep
     "vit_base_patch16_224": "in1k_vitb16_ep600",
     "vit_large_patch16_224": "in1k_vitl16_ep600",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run the course's experiment grid (jepa_lite.experiments.GROUPS) and write results/: one JSON per run,
 summary.json, summary.md and summary.png. Runs already done are skipped and a killed run resumes from its
-last checkpoint, so the grid can be spread over several sessions.
+last checkpoint, so the grid can be spread over several days.
 
     python scripts/reproduce.py                          # the full grid (hours on 2 CPU cores)
     python scripts/reproduce.py --groups architectures   # one group
@@ -108,7 +108,7 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    from jepa_lite.viz import METHOD_NAMES, plot_accuracy_vs_compute
+    from jepa_lite.viz import plot_accuracy_vs_compute
 
     which = [n.strip() for n in args.checkpoints.split(",") if n.strip()] if args.checkpoints else None
     weights = out / "checkpoints" if args.quick else None
@@ -117,10 +117,10 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
                            quick=args.quick, progress=not args.quiet)  # fmt: skip
     cards = {n: pretrained.card(n, weights) for n in pretrained.available(weights)}
     out.mkdir(parents=True, exist_ok=True)
-    curves = {METHOD_NAMES[c["method"]]: c["snapshots"] for c in cards.values()}
-    devices = sorted({c.get("trained_on", "?") for c in cards.values()})
-    where = f"all on {devices[0]}" if len(devices) == 1 else "on " + ", ".join(devices)
-    title = f"Fashion-MNIST probes of the course checkpoints during training (same encoder, {where})"
+    curves, title = pretrained.compute_curves(weights)
+    if not curves:
+        print("no course checkpoint is present yet: nothing to draw", flush=True)
+        return cards
     fig = plot_accuracy_vs_compute(curves, title=title)
     fig.savefig(out / "accuracy_vs_compute.png", dpi=120, bbox_inches="tight")
     for name, info in cards.items():
@@ -140,4 +140,10 @@ def plot_summary(summary: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from jepa_lite.preempt import REQUEUE_STATUS, Preempted
+
+    try:
+        main()
+    except Preempted as e:  # the run wrote a checkpoint; the same command resumes it
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(REQUEUE_STATUS)

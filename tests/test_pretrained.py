@@ -60,6 +60,11 @@ def test_quick_retrain_writes_a_card_and_weights_that_load_strictly(tmp_path):
     assert [s["step"] for s in info["snapshots"]] == [1, 2, 3]
     assert info["steps"] == 3 and info["probes_float32"] == info["snapshots"][-1]
     assert [s for s, _ in info["loss_curve"]] == [0, 1, 2]  # one point per step of a 3-step run
+    # compute is steps x the median step time, so a paused or crowded stretch of the run does not count
+    median = info["step_seconds_median"]
+    assert median > 0 and all(
+        abs(s["train_minutes"] - s["step"] * median / 60) < 0.006 for s in info["snapshots"]
+    )
     assert info["command"].endswith("--checkpoints ijepa") and "seed=0" in info["pretrain_command"]
     enc = pretrained.load("ijepa", root=tmp_path)
     pred = pretrained.load("ijepa", part="predictor", root=tmp_path)
