@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import patheffects
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -129,7 +130,22 @@ def plot_mask_grid(
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
+    _mask_legend(fig, target_idx.shape[1])
     return fig
+
+
+def _mask_legend(fig: Figure, n_targets: int) -> None:
+    """A legend under the panels: context, each target block, and patches that are neither (left as is)."""
+    from matplotlib.patches import Patch
+
+    cmap = _label_cmap(n_targets)
+    handles = [Patch(facecolor=cmap(1), edgecolor="0.5", label="context")]
+    handles += [
+        Patch(facecolor=cmap(2 + m), edgecolor="0.5", label=f"target {m + 1}") for m in range(n_targets)
+    ]
+    handles.append(Patch(facecolor="none", edgecolor="0.5", label="neither (not seen, not predicted)"))
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6),
+               fontsize=7, frameon=False)  # fmt: skip
 
 
 def plot_mask_panels(
@@ -185,8 +201,12 @@ def plot_size_histograms(
         (axes[0], c, "context", CONTEXT_COLOR),
         (axes[1], t, "target block", TARGET_COLORS[0]),
     ):
-        bins = min(30, max(len(np.unique(values)), 1))
-        ax.hist(values, bins=bins, color=color, alpha=0.8)
+        sizes, counts = np.unique(values, return_counts=True)
+        if len(sizes) <= 30:  # few distinct sizes (block sizes are whole patches): one bar per size
+            width = 0.8 * (np.diff(sizes).min() if len(sizes) > 1 else 1.0)
+            ax.bar(sizes, counts, width=width, color=color, alpha=0.8)
+        else:
+            ax.hist(values, bins=30, color=color, alpha=0.8)
         ax.axvline(values.mean(), color="black", ls="--", lw=1, label=f"mean {values.mean():.3g}")
         ax.set_xlabel(f"{name} size ({unit})")
         ax.set_ylabel("count")
@@ -215,7 +235,12 @@ def plot_patches(image: Tensor, patch_size: int, *, max_tokens: int | None = Non
     for r in range(gh):
         for col in range(gw):
             ax.text(
-                col * patch_size + 0.2, r * patch_size + 1.2, str(r * gw + col), color="yellow", fontsize=5
+                col * patch_size + 0.2,
+                r * patch_size + 1.2,
+                str(r * gw + col),
+                color="yellow",
+                fontsize=5,
+                path_effects=[patheffects.withStroke(linewidth=1.5, foreground="black")],  # readable on white
             )
     ax.set_title(f"{h}x{w} image, {gh}x{gw} grid of {patch_size}-px patches", fontsize=9)
     ax.set_xticks([])
@@ -503,8 +528,8 @@ def plot_ema_trace(
     if clean is not None:
         ax.plot(steps, np.asarray(clean, dtype=float), color="black", lw=1, ls="--", label="trend")
     for k, (label, trace) in enumerate(traces.items()):
-        ax.plot(steps, np.asarray(trace, dtype=float), lw=1.8, color=plt.cm.viridis(0.15 + 0.7 * k / max(len(traces) - 1, 1)),
-                label=label)  # fmt: skip
+        # tab10 colours: no trace can be mistaken for the black dashed trend
+        ax.plot(steps, np.asarray(trace, dtype=float), lw=1.8, color=plt.cm.tab10(k % 10), label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("value")
     ax.grid(alpha=0.3)

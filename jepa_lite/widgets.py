@@ -12,11 +12,22 @@ import math
 import textwrap
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
-from .masks import _check_int, _check_range, block_size, masks_to_grid, sample_masks
-from .viz import plot_mask_grid
+from .masks import (
+    _check_int,
+    _check_range,
+    block_size,
+    masks_to_grid,
+    sample_block_masks,
+    sample_masks,
+    sample_random_masks,
+    sample_rasterized_masks,
+)
+from .viz import plot_coverage, plot_mask_grid
 
 __all__ = ["check_setting", "mask_explorer_data", "format_stats", "mask_explorer"]
 
@@ -27,12 +38,25 @@ LABELS = dict(
     target_aspect="target aspect",
     n_targets="targets M",
     context_scale="context scale",
+    strategy="strategy",
 )  # the sliders' labels: messages name a setting the way the reader sees it
 MIN_CONTEXT = 4  # sample_masks' default: the fewest context patches a draw may leave
+# The four strategies of the paper's masking table; only multi-block reads the target and context sliders.
+STRATEGIES = {
+    "multi-block": "multiblock",
+    "rasterized": "rasterized",
+    "block": "block",
+    "random": "random",
+}
+OWN_GEOMETRY = {
+    "rasterized": "a random quadrant is the context, the other three are the targets",
+    "block": "one target block of 60% of the image, the context is the rest",
+    "random": "60% of the patches, drawn at random, are the target, the context is the rest",
+}
 
 
 def check_setting(
-    grid: int = 8,
+    grid: int = 7,
     *,
     target_scale: tuple[float, float] = (0.15, 0.2),
     target_aspect: tuple[float, float] = (0.75, 1.5),
@@ -90,7 +114,7 @@ def check_setting(
 
 
 def mask_explorer_data(
-    grid: int = 8,
+    grid: int = 7,
     *,
     target_scale: tuple[float, float] = (0.15, 0.2),
     target_aspect: tuple[float, float] = (0.75, 1.5),
@@ -98,36 +122,49 @@ def mask_explorer_data(
     context_scale: tuple[float, float] = (0.85, 1.0),
     batch_size: int = 256,
     seed: int = 0,
+    strategy: str = "multiblock",
 ) -> dict:
-    """Sample one batch of multi-block masks and summarise it.
+    """Sample one batch of masks of `strategy` (default the paper's multi-block) and summarise it.
 
     Returns a dict with `context_idx [B, Kc]`, `target_idx [B, M, Kt]`, `grid (H, W)` and the statistics
     `context_len` (Kc), `target_len` (Kt), `block_h`/`block_w` (target block size, shared by the batch),
     `context_fraction` (Kc / N), `target_fraction` (patches in any target / N, mean over the batch),
-    `coverage` [H, W] (how often each patch is in the context), `notes` (list of remarks, see
-    `check_setting`) and `error` (None, or a readable message naming the setting when it is invalid, in
-    which case the masks are None). Never raises for a bad setting: the widget shows the message.
+    `coverage` [H, W] (how often each patch is in the context), `target_coverage` [H, W] (how often it is in
+    a target), `notes` (list of remarks, see `check_setting`) and `error` (None, or a readable message naming
+    the setting when it is invalid, in which case the masks are None). The rasterized, block and random
+    strategies have their own geometry (`OWN_GEOMETRY`): the target and context sliders do not apply to them,
+    and `block_h`/`block_w` are None for random masks. Never raises for a bad setting: the widget shows it.
     """
     out = dict(grid=(grid, grid) if isinstance(grid, int) else tuple(grid), context_idx=None, target_idx=None)
     out["notes"] = []
     if not isinstance(batch_size, int) or batch_size < 1:
         out["error"] = f"ValueError: batch_size={batch_size!r} must be an int >= 1"
         return out
+    strategy = STRATEGIES.get(strategy, strategy)
+    if strategy not in STRATEGIES.values():
+        out["error"] = f"{LABELS['strategy']} = {strategy!r} is not one of: {', '.join(STRATEGIES)}"
+        return out
     kwargs = dict(target_scale=target_scale, target_aspect=target_aspect, n_targets=n_targets)
-    error, out["notes"] = check_setting(grid, context_scale=context_scale, **kwargs)
+    if strategy == "multiblock":
+        error, out["notes"] = check_setting(grid, context_scale=context_scale, **kwargs)
+    else:
+        error = check_setting(grid)[0]  # the grid still has to be a grid
+        out["notes"] = [f"{strategy} masks: {OWN_GEOMETRY[strategy]}; the target and context sliders apply to "
+                        f"multi-block masks only."]  # fmt: skip
     if error:
         out["error"] = error
         return out
     g = torch.Generator().manual_seed(int(seed))
     try:
-        context_idx, target_idx = sample_masks(
-            batch_size,
-            grid,
-            context_scale=tuple(context_scale),
-            min_context=MIN_CONTEXT,
-            generator=g,
-            **kwargs,
-        )
+        if strategy == "multiblock":
+            context_idx, target_idx = sample_masks(
+                batch_size, grid, context_scale=tuple(context_scale), min_context=MIN_CONTEXT, generator=g,
+                **kwargs,
+            )  # fmt: skip
+        else:
+            sample = {"rasterized": sample_rasterized_masks, "block": sample_block_masks,
+                      "random": sample_random_masks}[strategy]  # fmt: skip
+            context_idx, target_idx = sample(batch_size, grid, generator=g)
     except ValueError as err:  # check_setting should have caught it; still a message, not a traceback
         out["error"] = f"ValueError: {err}"
         return out
@@ -143,18 +180,21 @@ def mask_explorer_data(
     n = H * W
     in_target = masks_to_grid(target_idx, (H, W)).any(dim=1)  # [B, H, W]
     kt = target_idx.shape[-1]
-    rows = target_idx[0, 0] // W
+    rows, cols = target_idx[0, 0] // W, target_idx[0, 0] % W
+    h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+    is_block = h * w == kt  # random masks are not a block: no block size to report
     out.update(
         context_idx=context_idx,
         target_idx=target_idx,
         error=None,
         context_len=context_idx.shape[1],
         target_len=kt,
-        block_h=int(rows.max() - rows.min() + 1),
-        block_w=kt // int(rows.max() - rows.min() + 1),
+        block_h=h if is_block else None,
+        block_w=w if is_block else None,
         context_fraction=context_idx.shape[1] / n,
         target_fraction=float(in_target.float().mean(dim=(1, 2)).mean()),
         coverage=masks_to_grid(context_idx, (H, W)).float().mean(dim=0),
+        target_coverage=in_target.float().mean(dim=0),
     )
     return out
 
@@ -164,9 +204,11 @@ def format_stats(data: dict) -> str:
     if data.get("error"):
         return f"Invalid setting, nothing drawn.\n{data['error']}"
     H, W = data["grid"]
+    shape = f"{data['block_h']}x{data['block_w']} = " if data.get("block_h") else ""
+    m = data["target_idx"].shape[1]
     text = (
-        f"grid {H}x{W} = {H * W} patches | {data['target_idx'].shape[1]} target blocks of "
-        f"{data['block_h']}x{data['block_w']} = {data['target_len']} patches\ncontext Kc = "
+        f"grid {H}x{W} = {H * W} patches | {m} target block{'s' if m > 1 else ''} of "
+        f"{shape}{data['target_len']} patches\ncontext Kc = "
         f"{data['context_len']} ({data['context_fraction']:.0%} of the grid) | targets cover "
         f"{data['target_fraction']:.0%} of an image on average"
     )
@@ -197,35 +239,50 @@ def _draw(data: dict, images: Tensor | None, n_show: int) -> None:
     )
     plt.show()
     plt.close(fig)
+    n = len(data["context_idx"])
+    fig = plot_coverage(
+        {"in the context": data["coverage"], "in a target": data["target_coverage"]},
+        title=f"how often each patch is context or target, over the {n} masks of this batch",
+    )
+    fig.set_size_inches(6.4, 2.9)
+    plt.show()
+    plt.close(fig)
 
 
 def mask_explorer(images: Tensor | None = None, *, n_show: int = 4, batch_size: int = 256, seed: int = 0):
     """An `ipywidgets.interactive` over `mask_explorer_data`: sliders for target scale and aspect ranges,
-    number of targets, context scale and grid size; overlays on `images` [B, C, H, W] if given.
+    number of targets, context scale and grid size, a strategy dropdown, the draw number and a Resample
+    button; draws the masks (over `images` [B, C, H, W] if given) and the coverage heatmaps of the batch.
 
-    The returned widget's `.result` is the latest `mask_explorer_data` dict; its children are the sliders
-    (in the order above) and the output area (fixed height). A setting no draw can satisfy shows a message
-    naming the slider instead of a figure; bad arguments to this function raise ValueError at once.
+    The returned widget's `.result` is the latest `mask_explorer_data` dict; its children are the five
+    sliders (in the order above), the strategy dropdown, the draw number, the Resample button (which
+    increments the draw number) and the output area (fixed height). A setting no draw can satisfy shows a
+    message naming the slider instead of a figure; bad arguments to this function raise ValueError at once.
     """
     import ipywidgets as w
 
     _check_int("batch_size", batch_size, 1)
     _check_int("n_show", n_show, 1, 16)
+    _check_int("seed", seed, 0)
     if images is not None and (not isinstance(images, Tensor) or images.ndim != 4 or len(images) < n_show):
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images {shape} must be a tensor [B, C, H, W] with B >= n_show={n_show}")
     style = dict(description_width="110px")
     layout = w.Layout(width="460px")
     common = dict(continuous_update=False, style=style, layout=layout)
-    sliders = dict(
+    controls = dict(
         target_scale=w.FloatRangeSlider(value=(0.15, 0.2), min=0.02, max=0.6, step=0.01, description=LABELS["target_scale"], **common),
         target_aspect=w.FloatRangeSlider(value=(0.75, 1.5), min=0.2, max=4.0, step=0.05, description=LABELS["target_aspect"], **common),
         n_targets=w.IntSlider(value=4, min=1, max=8, description=LABELS["n_targets"], **common),
         context_scale=w.FloatRangeSlider(value=(0.85, 1.0), min=0.2, max=1.0, step=0.01, description=LABELS["context_scale"], **common),
-        grid=w.IntSlider(value=8, min=2, max=16, description=LABELS["grid"], **common),
+        grid=w.IntSlider(value=7, min=2, max=16, description=LABELS["grid"], **common),
+        strategy=w.Dropdown(options=list(STRATEGIES), value="multi-block", description=LABELS["strategy"], style=style),
+        draw=w.BoundedIntText(value=seed, min=0, max=10**9, description="draw #", style=style, layout=w.Layout(width="200px")),
     )  # fmt: skip
 
-    def update(target_scale, target_aspect, n_targets, context_scale, grid):
+    def update(
+        target_scale, target_aspect, n_targets, context_scale, grid, strategy="multi-block", draw=seed
+    ):
         data = mask_explorer_data(
             grid,
             target_scale=target_scale,
@@ -233,19 +290,27 @@ def mask_explorer(images: Tensor | None = None, *, n_show: int = 4, batch_size: 
             n_targets=n_targets,
             context_scale=context_scale,
             batch_size=batch_size,
-            seed=seed,
+            seed=draw,
+            strategy=strategy,
         )
         _draw(data, images, n_show)
         return data
 
-    widget = w.interactive(update, **sliders)
-    widget.children[-1].layout.height = "330px"
+    widget = w.interactive(update, **controls)
+    resample = w.Button(description="Resample", tooltip="draw a new batch of masks with the same setting")
+
+    def on_resample(_button) -> None:
+        controls["draw"].value += 1
+
+    resample.on_click(on_resample)
+    widget.children = (*widget.children[:-1], resample, widget.children[-1])
+    widget.children[-1].layout.height = "660px"
     return widget
 
 
 # --- training, EMA and collapse plots (notebooks 03-05) ---
 
-__all__ += ["ema_explorer_data", "format_ema_stats", "ema_explorer"]
+__all__ += ["ema_explorer_data", "format_ema_stats", "plot_momentum_schedule", "ema_explorer"]
 
 
 def ema_explorer_data(
@@ -289,17 +354,49 @@ def ema_explorer_data(
 
 def format_ema_stats(data: dict) -> str:
     """One line on what the momentum does: averaging window, lag behind a jump, noise left."""
-    lag = f"{data['lag']} steps" if data["lag"] is not None else "never (within the run)"
+    follows = (f"follows 63% of a jump after {data['lag']} steps" if data["lag"] is not None
+               else "never follows 63% of a jump within the run")  # fmt: skip
     return (
-        f"momentum {data['momentum']:.3f}: averaging window 1/(1-m) = {data['window']:.0f} steps | follows "
-        f"63% of a jump after {lag} | noise std {data['noise']:.2f} -> {data['noise_left']:.3f}"
+        f"momentum {data['momentum']:.4f}: averaging window 1/(1-m) = {data['window']:.0f} steps | {follows} | "
+        f"noise std {data['noise']:.2f} -> {data['noise_left']:.3f}"
     )
 
 
+# The momentum slider's stops: equally spaced in log(1 - m) (four per decade, from m = 0 to 0.9999), plus the
+# paper's starting value 0.996 and 1.0 itself, so the paper's range 0.99-1.0 gets as much room as 0-0.99.
+MOMENTUM_STOPS = sorted({round(1 - 10 ** (-k / 4), 6) for k in range(17)} | {0.996, 1.0})
+
+
+def plot_momentum_schedule(momentum: float, n_steps: int, start: float = 0.996) -> Figure:
+    """The paper's momentum schedule (`start` -> 1 over `n_steps`) as 1 - m on a log scale, with the
+    slider's `momentum` drawn across it: where in a run the schedule passes that momentum."""
+    from .ema import momentum_at
+
+    steps = np.arange(n_steps)
+    gap = np.array([1 - momentum_at(int(s), n_steps, start, 1.0) for s in steps])
+    fig, ax = plt.subplots(figsize=(7.5, 2.2))
+    ax.plot(steps[gap > 0], gap[gap > 0], color="black", lw=1.5, label=f"paper's schedule, {start} -> 1")
+    if momentum < 1:
+        ax.axhline(1 - momentum, color="tab:blue", ls="--", lw=1.2, label=f"slider, m = {momentum:.4f}")
+    else:
+        ax.text(0.5, 0.9, "slider at m = 1: the target never moves", transform=ax.transAxes, ha="center",
+                fontsize=8, color="tab:blue")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_ylim(1e-4 / 2, 1.5)
+    ax.set_xlabel("step of a run as long as this signal")
+    ax.set_ylabel("1 - m (log scale)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
 def ema_explorer(*, n_steps: int = 600, jump_at: int = 100, seed: int = 0):
-    """An `ipywidgets.interactive` over `ema_explorer_data`: sliders for the momentum and the noise; redraws
-    the noisy signal and its EMA. `.result` is the latest data dict; children: the two sliders, the output.
-    A bad value reaching the callback shows a message naming it; bad arguments here raise ValueError."""
+    """An `ipywidgets.interactive` over `ema_explorer_data`: a momentum slider whose stops are log-spaced in
+    1 - m from 0 to 1.0 (`MOMENTUM_STOPS`, the paper's 0.996 included) and a noise slider; redraws the noisy
+    signal and its EMA, then the paper's momentum schedule with the slider's value across it. `.result` is
+    the latest data dict; children: the two sliders, the output. A bad value reaching the callback shows a
+    message naming it; bad arguments here raise ValueError."""
     import ipywidgets as w
 
     from .viz import plot_ema_trace
@@ -310,7 +407,7 @@ def ema_explorer(*, n_steps: int = 600, jump_at: int = 100, seed: int = 0):
         continuous_update=False, style=dict(description_width="110px"), layout=w.Layout(width="480px")
     )
     sliders = dict(
-        momentum=w.FloatSlider(value=0.9, min=0.0, max=0.999, step=0.001, readout_format=".3f", description="momentum m", **common),
+        momentum=w.SelectionSlider(options=[(f"{m:.4f}", m) for m in MOMENTUM_STOPS], value=0.9, description="momentum m", **common),
         noise=w.FloatSlider(value=0.5, min=0.0, max=2.0, step=0.05, description="noise std", **common),
     )  # fmt: skip
 
@@ -319,19 +416,20 @@ def ema_explorer(*, n_steps: int = 600, jump_at: int = 100, seed: int = 0):
             data = ema_explorer_data(
                 float(momentum), noise=float(noise), n_steps=n_steps, jump_at=jump_at, seed=seed
             )
-        except (TypeError, ValueError) as err:  # only reachable from code: the sliders clamp their values
+        except (TypeError, ValueError) as err:  # only reachable from code: the sliders hold valid values
             _print_wrapped(
                 f"Invalid setting, nothing drawn.\nmomentum m = {momentum!r}, noise std = {noise!r}: {err}"
             )
             return dict(momentum=momentum, noise=noise, error=str(err))
         print(format_ema_stats(data))
-        fig = plot_ema_trace(
-            data["signal"], {f"EMA, m = {data['momentum']:.3f}": data["ema"]}, clean=data["clean"]
-        )
-        plt.show()
-        plt.close(fig)
+        for fig in (
+            plot_ema_trace(data["signal"], {f"EMA, m = {data['momentum']:.4f}": data["ema"]}, clean=data["clean"]),
+            plot_momentum_schedule(data["momentum"], n_steps),
+        ):  # fmt: skip
+            plt.show()
+            plt.close(fig)
         return data
 
     widget = w.interactive(update, **sliders)
-    widget.children[-1].layout.height = "360px"
+    widget.children[-1].layout.height = "560px"
     return widget

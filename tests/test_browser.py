@@ -154,7 +154,7 @@ def browser(lab):
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,1100", "--force-device-scale-factor=1"):  # fmt: skip
+                "--window-size=1400,1600", "--force-device-scale-factor=1"):  # fmt: skip
         opts.add_argument(arg)
     driver = None
     try:
@@ -310,6 +310,8 @@ def output_of(widget) -> tuple[str, str]:
 def shoot(driver, widget, path: Path) -> None:
     """Screenshot of the widget (scrolled into view), and of the whole window beside it for context."""
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", widget)
+    decoded = "return [...arguments[0].querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)"
+    _wait(driver, lambda d: d.execute_script(decoded, widget), UPDATE_TIMEOUT, "the figures to decode")
     time.sleep(0.5)  # let the scroll and the figure's layout settle before the capture
     widget.screenshot(str(path))
     driver.save_screenshot(str(path.with_name(path.stem + "_window.png")))
@@ -425,35 +427,65 @@ def test_mask_explorer_in_the_browser(browser, lab, shots):
     assert not widget.find_elements(By.CSS_SELECTOR, ".widget-output img")
     shoot(browser, widget, shots / "01_mask_explorer_3_grid_2_message.png")
     record(NOTEBOOKS[0], grid_2=text3)
-    type_into_readout(browser, grid, "8")
-    wait_redraw(
-        browser, widget, "", lambda t: (s := STATS.search(t)) and s[1] == "2", "grid size 2 -> 8 to redraw"
+    type_into_readout(browser, grid, "7")
+    _, src4 = wait_redraw(
+        browser, widget, "", lambda t: (s := STATS.search(t)) and s[1] == "2", "grid size 2 -> 7 to redraw"
     )
+
+    # the strategy dropdown: random masks, with a note that the sliders shape multi-block masks only
+    from selenium.webdriver.support.ui import Select
+
+    Select(widget.find_element(By.CSS_SELECTOR, ".widget-dropdown select")).select_by_visible_text("random")
+    text5, src5 = wait_redraw(
+        browser, widget, src4, lambda t: "random masks" in t, "strategy random to redraw"
+    )
+    assert "1 target block of" in text5 and "multi-block masks only" in text5, text5
+    shoot(browser, widget, shots / "01_mask_explorer_4_strategy_random.png")
+
+    # Resample: the same setting, the next draw number, a new batch of masks
+    number = widget.find_element(By.CSS_SELECTOR, ".widget-text input")
+    before = int(number.get_attribute("value"))
+    widget.find_element(By.XPATH, ".//button[normalize-space()='Resample']").click()
+    text6, _ = wait_redraw(browser, widget, src5, lambda t: "random masks" in t, "Resample to redraw")
+    assert int(number.get_attribute("value")) == before + 1, number.get_attribute("value")
+    shoot(browser, widget, shots / "01_mask_explorer_5_resampled.png")
+    record(NOTEBOOKS[0], strategy_random=text5, resampled=text6)
     assert not page_errors(browser)
 
 
 def test_ema_explorer_in_the_browser(browser, lab, shots):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     widget = run_clean_and_find(browser, lab, NOTEBOOKS[1], "momentum m")
     text0, src0 = output_of(widget)
-    assert "momentum 0.900" in text0 and "= 10 steps" in text0, text0
+    assert "momentum 0.9000" in text0 and "= 10 steps" in text0, text0
     shoot(browser, widget, shots / "04_ema_explorer_0_default.png")
 
-    type_into_readout(browser, slider(widget, "momentum m"), "0.99")
-    text1, _ = wait_redraw(
-        browser, widget, src0, lambda t: "momentum 0.990" in t, "momentum 0.9 -> 0.99 to redraw"
+    # momentum: four stops to the right on the log-spaced slider, 0.9 -> 0.99
+    handle = slider(widget, "momentum m").find_element(By.CSS_SELECTOR, ".noUi-handle")
+    press(handle, *[Keys.ARROW_RIGHT] * 4)
+    text1, src1 = wait_redraw(
+        browser, widget, src0, lambda t: "momentum 0.9900" in t, "momentum 0.9 -> 0.99 to redraw"
     )
     assert "window 1/(1-m) = 100 steps" in text1 and "after 100 steps" in text1, text1
     shoot(browser, widget, shots / "04_ema_explorer_1_momentum_099.png")
 
     # noise: drag the handle with the mouse to the right, 0.50 -> more
-    _, src1 = output_of(widget)
     drag(browser, slider(widget, "noise std"), 60)
-    text2, _ = wait_redraw(
+    text2, src2 = wait_redraw(
         browser, widget, src1, lambda t: (n := re.search(r"noise std ([\d.]+)", t)) and float(n[1]) > 0.5,
         "noise std dragged up to redraw",
     )  # fmt: skip
-    assert "momentum 0.990" in text2, text2
+    assert "momentum 0.9900" in text2, text2
     shoot(browser, widget, shots / "04_ema_explorer_2_noise_dragged.png")
-    record(NOTEBOOKS[1], default=text0, momentum_099=text1, noise_dragged=text2)
+
+    # the end of the paper's schedule: End on the momentum slider, m = 1, a target that never moves
+    press(handle, Keys.END)
+    text3, _ = wait_redraw(browser, widget, src2, lambda t: "momentum 1.0000" in t, "momentum 1.0 to redraw")
+    assert "never follows" in text3, text3
+    _wait(browser, lambda _: len(widget.find_elements(By.CSS_SELECTOR, ".widget-output img")) == 2,
+          UPDATE_TIMEOUT, "the momentum schedule under the trace")  # fmt: skip
+    shoot(browser, widget, shots / "04_ema_explorer_3_momentum_1.png")
+    record(NOTEBOOKS[1], default=text0, momentum_099=text1, noise_dragged=text2, momentum_1=text3)
     assert not page_errors(browser)

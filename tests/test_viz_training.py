@@ -199,7 +199,7 @@ def test_ema_explorer_renders_default_once_headless():
     w = ema_explorer()
     assert w.result["momentum"] == 0.9 and w.result["lag"] == 10
     assert all(c.continuous_update is False for c in w.children[:2])
-    assert w.children[-1].layout.height == "360px"
+    assert w.children[-1].layout.height == "560px"
 
 
 def test_ema_explorer_sliders_change_the_result():

@@ -1,16 +1,26 @@
 """Tests for jepa_lite.widgets: the pure explorer function, and the slider wiring of the widget."""
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
 
 import pytest
 import torch
+import traitlets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jepa_lite.masks import block_size, sample_masks
-from jepa_lite.widgets import check_setting, ema_explorer, format_stats, mask_explorer, mask_explorer_data
+from jepa_lite.masks import block_size, masks_to_grid, sample_masks
+from jepa_lite.widgets import (
+    check_setting,
+    ema_explorer,
+    format_stats,
+    mask_explorer,
+    mask_explorer_data,
+    plot_momentum_schedule,
+)
 
 
 def test_explorer_data_default_statistics():
@@ -99,7 +109,7 @@ def test_setting_sliders_changes_the_result():
 
 @pytest.fixture(scope="module")
 def explorer():
-    return mask_explorer(torch.randn(4, 1, 32, 32), batch_size=16)
+    return mask_explorer(torch.randn(4, 1, 28, 28), batch_size=16)
 
 
 def _set(widget, **values):
@@ -110,7 +120,7 @@ def _set(widget, **values):
 
 
 DEFAULTS = dict(
-    target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5), n_targets=4, context_scale=(0.85, 1.0), grid=8
+    target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5), n_targets=4, context_scale=(0.85, 1.0), grid=7
 )
 
 
@@ -140,9 +150,9 @@ def test_bad_slider_combinations_show_a_message_naming_the_slider(explorer, caps
 def test_blocks_too_large_for_the_grid_are_drawn_with_a_note(explorer, capsys):
     _set(explorer, **DEFAULTS)
     capsys.readouterr()
-    _set(explorer, n_targets=1, target_scale=(0.6, 0.6), target_aspect=(4.0, 4.0))  # asks for 12 rows of 8
+    _set(explorer, n_targets=1, target_scale=(0.6, 0.6), target_aspect=(4.0, 4.0))  # asks for 11 rows of 7
     out = " ".join(capsys.readouterr().out.split())
-    assert explorer.result["error"] is None and explorer.result["block_h"] == 8
+    assert explorer.result["error"] is None and explorer.result["block_h"] == 7
     assert "Note: target scale up to 0.60 with target aspect 4.00-4.00" in out and "clipped" in out
     assert explorer.result["notes"] and "Note:" in format_stats(explorer.result)
 
@@ -212,10 +222,30 @@ def test_ema_callback_shows_a_message_for_bad_values(capsys, momentum, noise, na
     assert w.result["error"] is None and w.result["lag"] == 100
 
 
-def test_ema_sliders_clamp_out_of_range_values():
-    w = ema_explorer(n_steps=200)
-    w.children[0].value = 1.5  # the slider clamps to its max, so the callback never sees 1.5
-    assert w.result["error"] is None and w.result["momentum"] == 0.999
+def test_ema_momentum_slider_is_log_spaced_and_reaches_the_papers_range():
+    from jepa_lite.widgets import MOMENTUM_STOPS
+
+    w = ema_explorer(n_steps=300)
+    momentum = w.children[0]
+    assert momentum.options == tuple((f"{m:.4f}", m) for m in MOMENTUM_STOPS) and momentum.value == 0.9
+    gaps = [math.log10(1 - m) for m in MOMENTUM_STOPS if m not in (0.996, 1.0)]
+    assert all(abs((b - a) + 0.25) < 1e-3 for a, b in zip(gaps, gaps[1:]))  # four stops per decade of 1 - m
+    in_paper_range = [m for m in MOMENTUM_STOPS if 0.99 <= m <= 1.0]
+    assert {0.99, 0.996, 1.0} <= set(in_paper_range) and len(in_paper_range) >= 8
+    momentum.value = 1.0  # the end of the paper's schedule: a frozen target
+    assert w.result["error"] is None and w.result["lag"] is None and math.isinf(w.result["window"])
+    with pytest.raises(traitlets.TraitError):
+        momentum.value = 1.5  # not a stop: the slider refuses it, the callback never sees it
+
+
+def test_momentum_schedule_panel_draws_the_schedule_and_the_sliders_value():
+    fig = plot_momentum_schedule(0.99, 200)
+    ax = fig.axes[0]
+    schedule, slider = ax.lines[0], ax.lines[1]
+    assert abs(schedule.get_ydata()[0] - 0.004) < 1e-9 and schedule.get_ydata()[-1] < 1e-4  # 0.996 -> 1
+    assert abs(slider.get_ydata()[0] - 0.01) < 1e-12 and ax.get_yscale() == "log"
+    frozen = plot_momentum_schedule(1.0, 200).axes[0]
+    assert len(frozen.lines) == 1 and "never moves" in frozen.texts[0].get_text()
 
 
 @pytest.mark.parametrize("kwargs, match", [(dict(jump_at=600), "jump_at"), (dict(n_steps=1), "n_steps")])
@@ -259,3 +289,35 @@ def test_any_slider_setting_gives_masks_or_a_message(
         for seed in range(3):
             with pytest.raises((ValueError, RuntimeError)):
                 sample_masks(8, grid, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def test_strategies_keep_their_own_geometry_and_say_so():
+    for strategy, (m, note) in {
+        "rasterized": (3, "quadrant"),
+        "block": (1, "60%"),
+        "random": (1, "at random"),
+    }.items():
+        d = mask_explorer_data(
+            7, strategy=strategy, batch_size=32, target_scale=(0.3, 0.4)
+        )  # sliders ignored
+        assert d["error"] is None and d["target_idx"].shape[1] == m, strategy
+        assert any(note in n and "multi-block masks only" in n for n in d["notes"]), d["notes"]
+        in_ctx = masks_to_grid(d["context_idx"], 7)
+        in_tgt = masks_to_grid(d["target_idx"], 7).any(1)
+        assert not (in_ctx & in_tgt).any(), strategy  # the context never sees a target patch
+        assert torch.allclose(d["target_coverage"], in_tgt.float().mean(0))
+    assert mask_explorer_data(7, strategy="random")["block_h"] is None  # random masks are not a block
+    assert "not one of: multi-block" in mask_explorer_data(7, strategy="blocks")["error"]
+
+
+def test_resample_button_draws_a_new_batch_and_the_dropdown_switches_strategy():
+    w = mask_explorer(torch.randn(4, 1, 28, 28), batch_size=16)
+    strategy, draw, button, output = w.children[5:]
+    assert strategy.value == "multi-block" and draw.value == 0 and output is w.children[-1]
+    before = w.result["context_idx"].clone()
+    button.click()
+    assert draw.value == 1 and not torch.equal(before, w.result["context_idx"])
+    again = mask_explorer_data(7, batch_size=16, seed=1)  # the drawn batch is the one of draw number 1
+    assert torch.equal(again["context_idx"], w.result["context_idx"])
+    strategy.value = "rasterized"
+    assert w.result["target_idx"].shape[1] == 3 and w.result["context_len"] == 9  # a 3x3 quadrant of 7x7
