@@ -19,22 +19,21 @@ from torch.utils.data import DataLoader, Dataset
 
 # L2 strengths tried by `linear_probe` (penalty `wd/2 * ||W||^2` added to the mean cross-entropy), the size
 # of the seeded hold-out split used to choose among them, and that split's seed. Pooled features of a trained
-# encoder are nearly separable and want a weak penalty: on a batch-32 I-JEPA encoder the held-out split picks
-# 1e-5 and the probe reads 83.5%, against 82.7% when 1e-4 was the smallest strength offered.
+# encoder are nearly separable and want a weak penalty, so the strengths reach down to 1e-6 and the held-out
+# split, not a default, picks one.
 WEIGHT_DECAYS: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 VAL_FRACTION = 0.2  # share of the training features held out for validation ...
 MAX_VAL = 10_000  # ... at most this many
 MAX_SELECT_FIT = 5_000  # the selection probes are fit on at most this many of the remaining features
 SPLIT_SEED = 0
-# L-BFGS budget of one probe fit. A weakly penalised probe on pooled features needs 1000+ iterations (it stops
-# earlier once the loss stops changing); 100 iterations under-rated a batch-32 I-JEPA encoder by 4.5 points
-# (78.2% vs 82.7% with the same L2 strengths), raw pixels not at all (84.7% both).
+# L-BFGS budget of one probe fit. A weakly penalised probe on correlated pooled features needs 1000+ iterations
+# to converge (it stops earlier once the loss stops changing); a fit cut short under-rates ViT features by
+# points, while raw pixels converge quickly, so a short budget would flatter pixels against every encoder.
 MAX_ITER = 5000
 LBFGS_HISTORY = 50  # curvature pairs kept: 50 converges in ~2/3 of the iterations that 10 needs here
 # Version of this probing protocol, recorded with every result (run JSONs, pretrain's and evaluate's
-# results.json). Version 1 stopped each fit after 100 iterations with L2 strengths from 1e-4 up: it under-fitted
-# ViT features by 4-16 points (a random-init ViT: 65.1 -> 80.9), raw pixels not. Bump it when a change moves
-# the probes' numbers.
+# results.json). Version 1 stopped each fit after 100 iterations with L2 strengths from 1e-4 up, which
+# under-fitted ViT features (CHANGELOG.md). Bump it when a change moves the probes' numbers.
 PROBE_VERSION = 2
 
 

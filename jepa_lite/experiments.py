@@ -107,12 +107,12 @@ GROUPS: dict[str, list[Row]] = {
         Row("EMA 0.98-1.0, 187 steps", ("optim.ema=[0.98,1.0]",)),
         Row("5.5 epochs (1287 steps)", ("optim.epochs=5.5",)),
         # Same images (0.8 epoch) and about the same CPU time as the default, but 8x more, smaller updates;
-        # the learning rate scaled by sqrt(32/256) from the default's. Then that recipe for ~30 minutes.
+        # the learning rate scaled by sqrt(32/256) from the default's. Then that recipe for longer.
         Row("batch 32, 0.8 epochs (1500 steps)", SMALL_BATCH),
         Row("batch 32, 6 epochs (11250 steps)", (*SMALL_BATCH, "optim.epochs=6"), 2),  # the best: 2 seeds
         # Twice the 6-epoch budget: how fast does the linear probe still grow?
         Row("batch 32, 12 epochs (22500 steps)", (*SMALL_BATCH, "optim.epochs=12")),
-        # A 384-wide encoder (wider pooled features) at half the lr, for the ~30 minutes its dearer steps allow.
+        # A 384-wide encoder (wider pooled features) at half the lr, for the CPU time of the 6-epoch row (its steps cost 2-2.7x).
         Row("384 wide, batch 32, 2.3 epochs (4312 steps)", WIDE_384, 2),
         # A 2-deep encoder: level with 4 deep at 1500 steps and 1.4x faster, so the 6-epoch row's cost buys 8.4.
         Row(
@@ -120,7 +120,7 @@ GROUPS: dict[str, list[Row]] = {
             (*SMALL_BATCH, "optim.epochs=8.4", "model.depth=2"),
             2,
         ),
-        # Past the target's budget: the cheapest encoder per epoch, trained until it nears 88%. How long on a CPU?
+        # Much longer runs of the cheapest encoder per epoch: how far does the curve climb on a CPU?
         Row("2 deep, batch 32, 24 epochs (45000 steps)", (*SMALL_BATCH, "optim.epochs=24", "model.depth=2")),
         Row("2 deep, batch 32, 32 epochs (60000 steps)", (*SMALL_BATCH, "optim.epochs=32", "model.depth=2")),
         # Fairness: the same small-batch recipe given to the two baselines of the architectures table.
