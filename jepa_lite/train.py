@@ -201,6 +201,30 @@ def _resolve_precision(mode: str) -> str:
     return mode
 
 
+def _init_elastic_process_group(backend: str, timeout: datetime.timedelta) -> None:
+    """Under torchrun (and `accelerate launch`, which uses it), start the default process group with store keys
+    private to this restart attempt. After an elastic restart (`--max-restarts`) the new processes share the
+    launcher's key-value store with the dead ones, and gloo reads each peer's listening address from it: without
+    a per-attempt prefix a process may read the address a dead process left, and fail to connect."""
+    import os
+
+    import torch.distributed as dist
+
+    env = os.environ
+    if (
+        "TORCHELASTIC_RESTART_COUNT" not in env
+        or int(env.get("WORLD_SIZE", "1")) < 2
+        or dist.is_initialized()
+    ):
+        return
+    rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    hosted_by_launcher = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world,
+                          is_master=not hosted_by_launcher and rank == 0, timeout=timeout)  # fmt: skip
+    store = dist.PrefixStore(f"jepa_lite/attempt_{env['TORCHELASTIC_RESTART_COUNT']}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+
+
 def make_accelerator(cfg: Config):
     """accelerate's Accelerator for the config's precision. Without CUDA, a multi-process launch (torchrun or
     `accelerate launch`, WORLD_SIZE > 1) must ask for CPU explicitly, or each process would train alone."""
@@ -212,6 +236,7 @@ def make_accelerator(cfg: Config):
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     # a collective that waits longer than dist_timeout for a lost process fails instead of hanging for hours
     timeout = InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=cfg.dist_timeout))
+    _init_elastic_process_group("gloo" if cpu or not torch.cuda.is_available() else "nccl", timeout.timeout)
     return Accelerator(
         mixed_precision=_resolve_precision(cfg.mixed_precision), cpu=cpu, kwargs_handlers=[timeout]
     )

@@ -160,6 +160,21 @@ def test_a_dead_rank_stops_the_job_quickly_and_resume_auto_finishes_it(tmp_path:
     _assert_same_weights(tmp_path / "full", tmp_path / "cut")
 
 
+def test_an_elastic_restart_resumes_by_itself(tmp_path: Path) -> None:
+    """Under `torchrun --max-restarts 1` with `--resume auto`, SIGKILL of one rank makes torchrun restart both
+    processes, which resume from the newest checkpoint and end with the weights of an uninterrupted run."""
+    _fmnist_or_skip()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    extra = ("optim.max_steps=60", "ckpt_every=5", "dist_timeout=30")
+    _run([*torchrun, *_args(tmp_path, "full", *extra)])
+    cmd = [*torchrun, "--max-restarts", "1", *_args(tmp_path, "cut", *extra), "--resume", "auto"]
+    proc = _kill_a_rank_after_the_first_checkpoint(cmd, tmp_path / "cut")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert "lost contact with the others" in out and "--resume auto: resuming from" in out, out[-3000:]
+    _assert_same_weights(tmp_path / "full", tmp_path / "cut")
+
+
 def _assert_same_weights(a: Path, b: Path) -> None:
     assert (
         json.loads((b / "results.json").read_text())["steps"]
