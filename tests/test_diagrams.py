@@ -27,3 +27,21 @@ def test_architecture_draws_the_given_image_with_its_masks():
     assert labels.shape == (7, 7) and len({int(v) for v in labels.ravel()}) >= 3
     with pytest.raises(ValueError, match="context_idx, target_idx and grid"):
         plot_ijepa_architecture(torch.randn(1, 28, 28))
+
+
+def test_the_readme_diagram_script_draws_a_real_image(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from matplotlib.image import imread
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "draw_diagram.py"
+    spec = importlib.util.spec_from_file_location("draw_diagram", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        out = module.main(["--out", str(tmp_path / "step.png")])
+    except FileNotFoundError:
+        pytest.skip("needs Fashion-MNIST (Debian dataset-fashion-mnist)")
+    pixels = imread(out)
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 800 and pixels.std() > 0.05  # a drawing, not a blank
