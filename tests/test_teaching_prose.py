@@ -53,3 +53,17 @@ def test_readme_is_short_and_starts_with_the_quick_start():
     for link in re.findall(r"\]\(([^)#]+)\)", "\n".join(lines)):  # every relative link resolves
         if not link.startswith("http"):
             assert (ROOT / link).exists(), f"README links to a missing file: {link}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
+def test_every_notebook_has_the_course_shape(path):
+    """Paper link, what you will learn, CPU time, summary, exercises with solutions, and the way on."""
+    cells = json.loads(path.read_text())["cells"]
+    md = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    head = "".join(cells[0]["source"])
+    assert "arxiv.org/abs/2301.08243" in head and "What you will learn" in head and "CPU time" in head
+    assert "## Summary" in md and "## Exercises" in md and "<details><summary>Solutions</summary>" in md
+    assert "Next:" in md or "Back to the start" in md
+    assert "Previous:" in md or path.name.startswith("00_")
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert "# NBVAL_" not in code  # nbval markers are cell tags, out of the learner's way
