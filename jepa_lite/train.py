@@ -236,7 +236,7 @@ def make_accelerator(cfg: Config):
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     # a collective that waits longer than dist_timeout for a lost process fails instead of hanging for hours
     timeout = InitProcessGroupKwargs(timeout=datetime.timedelta(seconds=cfg.dist_timeout))
-    _init_elastic_process_group("gloo" if cpu or not torch.cuda.is_available() else "nccl", timeout.timeout)
+    _init_elastic_process_group("nccl" if torch.cuda.is_available() else "gloo", timeout.timeout)
     return Accelerator(
         mixed_precision=_resolve_precision(cfg.mixed_precision), cpu=cpu, kwargs_handlers=[timeout]
     )
