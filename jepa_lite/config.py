@@ -44,6 +44,9 @@ class DataConfig:
     )  # RandomResizedCrop for image folders (the only augmentation)
     limit: int | None = None  # train on the first N images only
     num_workers: int = 0  # DataLoader worker processes (the mask collator runs inside them)
+    # label-irrelevant background detail (jepa_lite.nuisance), in pretraining and probe images alike:
+    nuisance: str = "none"  # none | noise (unpredictable) | stripes (predictable); fmnist only
+    nuisance_strength: float = 0.0  # 0 (clean) .. 1: the detail's peak grey level, a fraction of white
 
 
 @dataclass
@@ -323,6 +326,22 @@ def check_config(cfg: Config) -> Config:
         raise ValueError(
             "mask.context_fill=pad applies to mask.strategy=multiblock only (the others need no padding)"
         )
+    if cfg.data.nuisance != "none" or cfg.data.nuisance_strength != 0:
+        from .nuisance import KINDS
+
+        d = cfg.data
+        if d.nuisance == "none":
+            raise ValueError(
+                f"data.nuisance_strength={d.nuisance_strength!r} needs data.nuisance={' or '.join(KINDS)}"
+            )
+        if d.nuisance not in KINDS:
+            raise ValueError(f"data.nuisance={d.nuisance!r} is not one of none, {', '.join(KINDS)}")
+        if not 0 < d.nuisance_strength <= 1:
+            raise ValueError(
+                f"data.nuisance_strength={d.nuisance_strength!r} must lie in (0, 1] with a nuisance"
+            )
+        if d.name != "fmnist":
+            raise ValueError(f"data.nuisance is drawn on Fashion-MNIST's black background, not on {d.name}")
     if cfg.method.crop_scale is not None:
         if cfg.method.name == "invariant":
             raise ValueError(

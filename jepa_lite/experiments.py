@@ -200,11 +200,11 @@ class ProbeSets:
     """The frozen-feature evaluation data of the grid, built once: Fashion-MNIST train/test and ShapesWorld."""
 
     def __init__(self, cfg: Config, *, quick: bool = False) -> None:
-        from .data import ShapesWorld, build_dataset
+        from .data import ShapesWorld
+        from .train import build_split
 
-        kw = dict(image_size=cfg.data.image_size, root=cfg.data.root)
-        self.train = build_dataset(cfg.data.name, train=True, limit=cfg.eval.train_limit, **kw)
-        self.test = build_dataset(cfg.data.name, train=False, limit=cfg.eval.test_limit, **kw)
+        self.train = build_split(cfg, train=True, limit=cfg.eval.train_limit)
+        self.test = build_split(cfg, train=False, limit=cfg.eval.test_limit)
         mode = "quick" if quick else "full"
         n_train, n_test = SHAPES_SIZES[mode]
         self.max_iter = PROBE_ITERS[mode]

@@ -158,13 +158,12 @@ def compute_curves(root: str | Path | None = None) -> tuple[dict[str, list[dict]
 def knn_check(encoder: nn.Module, cfg, *, quick: bool = False) -> float:
     """k-NN accuracy (%) on the fixed subsets `KNN_CHECK` (first 10,000 train / 2,000 test images): cheap
     enough for a test, sensitive to a wrong or damaged file."""
-    from .data import build_dataset
     from .evaluate import extract_features, knn_accuracy
+    from .train import build_split
 
     n_train, n_test = (300, 100) if quick else (KNN_CHECK["train"], KNN_CHECK["test"])
-    kw = dict(image_size=cfg.data.image_size, root=cfg.data.root)
-    train = build_dataset(cfg.data.name, train=True, limit=n_train, **kw)
-    test = build_dataset(cfg.data.name, train=False, limit=n_test, **kw)
+    train = build_split(cfg, train=True, limit=n_train)
+    test = build_split(cfg, train=False, limit=n_test)
     return knn_accuracy(
         *extract_features(encoder, train, progress=False), *extract_features(encoder, test, progress=False)
     )

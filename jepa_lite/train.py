@@ -38,6 +38,7 @@ __all__ = [
     "build_encoder",
     "build_method",
     "build_collator",
+    "build_split",
     "build_train_set",
     "split_global_batch",
     "GlobalBatchSampler",
@@ -103,11 +104,25 @@ def build_collator(cfg: Config, grid: tuple[int, int]) -> MaskCollator:
     return make_collator(mk.strategy, grid, seed=cfg.seed, **kw)
 
 
+NUISANCE_SEEDS = {True: 0, False: 1}  # the training and the test split get different detail
+
+
+def build_split(cfg: Config, *, train: bool, limit: int | None = None) -> Dataset:
+    """A split of the config's dataset as training and probes read it: the loader's crops for natural images
+    (training split), and the config's label-irrelevant detail (`data.nuisance`) where it asks for some."""
+    d = cfg.data
+    kw = dict(crop_scale=d.crop_scale) if train else {}
+    dataset = build_dataset(d.name, root=d.root, train=train, image_size=d.image_size, limit=limit, **kw)
+    if d.nuisance != "none":
+        from .nuisance import with_nuisance
+
+        dataset = with_nuisance(dataset, d.nuisance, d.nuisance_strength, seed=NUISANCE_SEEDS[train])
+    return dataset
+
+
 def build_train_set(cfg: Config) -> Dataset:
     """The config's training set (its loader's crops for natural images; none for Fashion-MNIST)."""
-    d = cfg.data
-    return build_dataset(d.name, root=d.root, train=True, image_size=d.image_size, crop_scale=d.crop_scale,
-                         limit=d.limit)  # fmt: skip
+    return build_split(cfg, train=True, limit=cfg.data.limit)
 
 
 def split_global_batch(

@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> dict | None:
 def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
     """Export the weights, probe the trained and the initial encoder, write and print results.json."""
     from jepa_lite.checkpoint import export_weights
-    from jepa_lite.data import build_dataset
     from jepa_lite.evaluate import PROBE_VERSION, evaluate_encoder, evaluate_features, pixel_features
+    from jepa_lite.train import build_split
 
     meta = {"config": json.dumps(config_to_dict(cfg))}
     export_weights(result.method.eval_encoder, run_dir / "target_encoder.safetensors", meta)
@@ -202,9 +202,8 @@ def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
     if not args.no_eval:
         t1 = time.perf_counter()
         ev = cfg.eval
-        kw = dict(image_size=cfg.data.image_size, root=cfg.data.root)
-        train_set = build_dataset(cfg.data.name, train=True, limit=ev.train_limit, **kw)
-        test_set = build_dataset(cfg.data.name, train=False, limit=ev.test_limit, **kw)
+        train_set = build_split(cfg, train=True, limit=ev.train_limit)
+        test_set = build_split(cfg, train=False, limit=ev.test_limit)
         probe = dict(per_class=ev.low_shot_per_class, batch_size=ev.batch_size, device=acc.device,
                      progress=not args.quiet)  # fmt: skip
         what = (f"features of {len(train_set):,} + {len(test_set):,} images, then linear probe, k-NN, "

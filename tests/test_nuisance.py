@@ -81,3 +81,48 @@ def test_bad_settings_name_the_parameter(kwargs, match):
         add_nuisance(_garments(), **kwargs)
     with pytest.raises(ValueError, match="uint8"):
         add_nuisance(_garments().float(), "noise", 0.5)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (
+            ["data.nuisance=blur", "data.nuisance_strength=0.5"],
+            "data.nuisance='blur' is not one of none, noise",
+        ),
+        (["data.nuisance=noise"], r"data.nuisance_strength=0.0 must lie in \(0, 1\]"),
+        (["data.nuisance_strength=0.5"], "data.nuisance_strength=0.5 needs data.nuisance=noise or stripes"),
+        (["data.nuisance=noise", "data.nuisance_strength=2"], "nuisance_strength=2"),
+        (
+            ["--config", "shapes_vit_tiny", "data.nuisance=stripes", "data.nuisance_strength=0.5"],
+            "not on shapes",
+        ),
+    ],
+)
+def test_bad_nuisance_configs_are_refused_early(overrides, match):
+    from jepa_lite.config import check_config, load_config
+
+    name = overrides[1] if overrides[0] == "--config" else None
+    rest = overrides[2:] if name else overrides
+    with pytest.raises(ValueError, match=match):
+        check_config(load_config(name, overrides=rest) if name else load_config(overrides=rest))
+
+
+def test_build_split_gives_training_and_probes_the_same_detail_and_each_split_its_own():
+    from pathlib import Path
+
+    from jepa_lite.config import load_config
+    from jepa_lite.train import build_split, build_train_set
+
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("needs Fashion-MNIST (Debian dataset-fashion-mnist)")
+    clean = load_config(overrides=["data.limit=64"])
+    noisy = load_config(overrides=["data.limit=64", "data.nuisance=stripes", "data.nuisance_strength=0.6"])
+    c_train, n_train = build_split(clean, train=True, limit=64), build_split(noisy, train=True, limit=64)
+    assert torch.equal(c_train.targets, n_train.targets) and not torch.equal(c_train.images, n_train.images)
+    assert torch.equal(build_train_set(noisy).images, n_train.images)  # pretraining sees what the probes see
+    n_test = build_split(noisy, train=False, limit=64)
+    expected = add_nuisance(build_split(clean, train=False, limit=64).images, "stripes", 0.6, seed=1)
+    assert torch.equal(n_test.images, expected)  # the test split: its own seed
+    x, _ = n_train.tensors()
+    assert torch.equal(x[5], n_train[5][0])  # the probes' fast path reads the same images as training
