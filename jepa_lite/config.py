@@ -76,6 +76,9 @@ class MaskConfig:
     min_context: int = 4
     target_ratio: float = 0.6  # random strategy (MAE uses 0.75)
     context_fill: str = "subsample"  # multiblock: subsample contexts to the batch's shortest | pad (keep all)
+    # | fixed (the same Kc and Kt every step, for compiled steps; masks.fixed_lengths)
+    context_length: int | None = None  # fixed: tokens per context (None: masks.fixed_lengths of the geometry)
+    target_length: int | None = None  # fixed: tokens per target block (None: the largest block possible)
 
 
 @dataclass
@@ -102,6 +105,10 @@ class MethodConfig:
     target_mode: str = "ema"  # ijepa collapse lab: ema | online_stopgrad | online
     temperature: float = 0.2  # invariant
     norm_pix: bool = True  # mae
+    pixel_decode: str = (
+        "joint"  # mae: joint (every target patch in one pass) | per_block (one pass per target
+    )
+    # block, as I-JEPA's predictor: the pixel-target I-JEPA with multi-block masks)
     crop_scale: tuple[float, float] | None = (
         None  # ijepa, mae: RandomResizedCrop in the step (fmnist, shapes)
     )
@@ -257,8 +264,9 @@ CHOICES = {
     "method.name": ("ijepa", "mae", "invariant"),
     "method.loss": ("smooth_l1", "l2"),
     "method.target_mode": ("ema", "online_stopgrad", "online"),
+    "method.pixel_decode": ("joint", "per_block"),
     "mask.strategy": ("multiblock", "random", "block", "rasterized"),
-    "mask.context_fill": ("subsample", "pad"),
+    "mask.context_fill": ("subsample", "pad", "fixed"),
     "model.init": ("depth_rescale", "official"),
 }
 # key: (lowest, highest, lowest is allowed); None values pass (the key's type says when None is allowed)
@@ -322,10 +330,18 @@ def check_config(cfg: Config) -> Config:
                 else f"{lo} < min <= max" + (f" <= {hi}" if hi else "")
             )
             raise ValueError(f"{key}={[a, b]} must be a (min, max) pair with {valid}")
-    if cfg.mask.context_fill == "pad" and cfg.mask.strategy != "multiblock":
+    mk = cfg.mask
+    if mk.context_fill != "subsample" and mk.strategy != "multiblock":
         raise ValueError(
-            "mask.context_fill=pad applies to mask.strategy=multiblock only (the others need no padding)"
+            f"mask.context_fill={mk.context_fill} applies to mask.strategy=multiblock only (the others need no "
+            "padding: their shapes never change)"
         )
+    for key in ("context_length", "target_length"):
+        value = getattr(mk, key)
+        if value is not None and mk.context_fill != "fixed":
+            raise ValueError(f"mask.{key}={value} applies to mask.context_fill=fixed only")
+        if value is not None and value < 1:
+            raise ValueError(f"mask.{key}={value} must be at least 1 (or null: derived from the geometry)")
     if cfg.data.nuisance != "none" or cfg.data.nuisance_strength != 0:
         from .nuisance import KINDS
 

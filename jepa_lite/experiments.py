@@ -147,6 +147,25 @@ GROUPS: dict[str, list[Row]] = {
     ],
 }
 
+# Representations against pixels where pixels carry detail the label does not need (jepa_lite.nuisance): the
+# course default's budget for I-JEPA, MAE (pixel targets, random masks) and I-JEPA with pixel targets (its
+# multi-block masks, each block decoded in its own pass), on clean images and at three strengths of
+# unpredictable noise and of predictable stripes in the background; probes on the same kind of images.
+NUISANCE_METHODS = {
+    "I-JEPA": COURSE_DEFAULT,
+    "MAE": (*MAE_PRESET, *COURSE_DEFAULT),
+    "I-JEPA, pixel targets": ("method.name=mae", "method.pixel_decode=per_block", *COURSE_DEFAULT),
+}
+NUISANCE_STRENGTHS = (0.25, 0.5, 1.0)
+GROUPS["nuisance"] = [
+    Row(f"{method}, {kind} {strength}" if kind else f"{method}, clean",
+        (*overrides, *((f"data.nuisance={kind}", f"data.nuisance_strength={strength}") if kind else ())), 2)
+    for method, overrides in NUISANCE_METHODS.items()
+    for kind, strength in [(None, 0.0)] + [(k, s) for k in ("noise", "stripes") for s in NUISANCE_STRENGTHS]
+]  # fmt: skip
+OPT_IN = ("nuisance",)  # hours of CPU each: run when asked for (`--groups nuisance`), not with the rest
+DEFAULT_GROUPS = [g for g in GROUPS if g not in OPT_IN]
+
 # What the quick mode (CI, notebooks' quick runs) changes: tiny data, a few steps, small probes.
 QUICK = ("data.limit=512", "optim.global_batch=32", "optim.max_steps=3", "optim.warmup_epochs=0",
          "eval.train_limit=300", "eval.test_limit=150", "eval.low_shot_per_class=10")  # fmt: skip
@@ -342,12 +361,20 @@ def run_grid(
     pixels_file = out / "pixels.json"
     pixels = json.loads(pixels_file.read_text()) if pixels_file.exists() else None
     need_pixels = "architectures" in groups and not (pixels and is_current(pixels))
-    probes = ProbeSets(make_config((), 0, quick=quick), quick=quick) if todo or need_pixels else None
+    probe_sets: dict[tuple, ProbeSets] = {}  # one per kind of image: clean, or with a nuisance and strength
+
+    def probes_for(cfg: Config) -> ProbeSets:
+        key = (cfg.data.nuisance, cfg.data.nuisance_strength)
+        if key not in probe_sets:
+            probe_sets[key] = ProbeSets(cfg, quick=quick)
+        return probe_sets[key]
+
     if need_pixels:
-        pixels = probes.evaluate_pixels()
+        pixels = probes_for(make_config((), 0, quick=quick)).evaluate_pixels()
         write_json(pixels_file, pixels)
     for i, (overrides, seed) in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {' '.join(overrides) or 'default'} seed {seed}", flush=True)
+        probes = probes_for(make_config(overrides, seed, quick=quick))
         result = run_one(overrides, seed, probes, work_dir=work, quick=quick, progress=progress)
         write_json(run_dir / f"{result['key']}.json", result)
         shutil.rmtree(work / result["key"], ignore_errors=True)

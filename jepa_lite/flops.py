@@ -24,6 +24,7 @@ __all__ = [
     "encoder_dims",
     "expected_tokens",
     "ijepa_step_flops",
+    "plain_vit_step_flops",
     "peak_flops",
     "mfu",
 ]
@@ -74,7 +75,8 @@ def encoder_dims(cfg: Config) -> dict:
 
 def expected_tokens(cfg: Config, *, batch_size: int | None = None, draws: int = 4, seed: int = 0):
     """Mean (Kc, Kt, M) of the config's mask collator over `draws` batches of `batch_size` rows (default: the
-    global batch, since Kc is the minimum over the rows drawn together)."""
+    global batch, since Kc is the minimum over the rows drawn together). Real tokens only: padding
+    (`mask.context_fill=pad|fixed`) is not model work, like activation-checkpointing recompute."""
     import torch
 
     from .train import build_collator
@@ -86,9 +88,9 @@ def expected_tokens(cfg: Config, *, batch_size: int | None = None, draws: int = 
     kc = kt = 0.0
     m = 1
     for _ in range(draws):
-        ctx, tgt = collator.sample(b, gen)
-        kc += ctx.shape[1] / draws
-        kt += tgt.shape[2] / draws
+        ctx, tgt = collator.sample(b, gen)  # -1 marks padding
+        kc += float((ctx >= 0).sum(-1).float().mean()) / draws
+        kt += float((tgt >= 0).sum(-1).float().mean()) / draws
         m = tgt.shape[1]
     return kc, kt, m
 
@@ -127,6 +129,18 @@ def ijepa_step_flops(
     pred_fwd = 2.0 * kc * d * pd  # predictor_embed D -> P, once per image
     pred_fwd += n_targets * (p.predictor_depth * block_flops(kc + kt, pd, 4.0) + 2.0 * kt * pd * d)
     return StepFlops(3 * ctx_fwd, 3 * pred_fwd, tgt_fwd, kc, kt, n_targets)
+
+
+def plain_vit_step_flops(cfg: Config, *, classes: int = 0) -> float:
+    """FLOPs per image of one training step of the config's encoder as a plain ViT on whole images (forward and
+    backward, N tokens, plus a `classes`-way linear head on pooled tokens): the yardstick of
+    `scripts/benchmark.py step --reference`."""
+    e = encoder_dims(cfg)
+    d, n = e["embed_dim"], e["tokens"]
+    forward = 2.0 * n * e["in_chans"] * e["patch_size"] ** 2 * d + e["depth"] * block_flops(
+        n, d, e["mlp_ratio"]
+    )
+    return 3 * (forward + 2.0 * d * classes)
 
 
 def peak_flops(device_name: str | None) -> float | None:

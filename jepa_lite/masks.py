@@ -13,10 +13,17 @@ and contexts are equalised by uniform random subsampling rather than raster trun
 Equalising throws context away: on a 7x7 grid about a third of it. `context_fill="pad"` keeps every context
 patch instead: each row holds its own context, padded to the longest in the batch with -1, and
 `Batch.context_valid` tells the encoder and predictor which tokens to ignore (a key-padding attention mask).
+
+Both change Kc (and Kt, the target block size) from step to step, and every new shape is new work for a
+compiler and for attention kernels. `context_fill="fixed"` gives every step the same shapes: contexts are
+padded to a length fixed by the mask geometry (`fixed_lengths`: a high quantile of the context count, so
+few images lose a patch), and target blocks to the largest block the target scale and aspect allow, with
+`Batch.target_valid` marking the padded targets, which the loss ignores.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -26,7 +33,8 @@ from torch import Tensor
 from torch.utils.data import get_worker_info
 
 Grid = int | tuple[int, int]
-CONTEXT_FILLS = ("subsample", "pad")  # how contexts of different sizes share a batch (see sample_masks)
+CONTEXT_FILLS = ("subsample", "pad", "fixed")  # how contexts of different sizes share a batch (sample_masks)
+FIXED_QUANTILE = 0.95  # context="fixed": the share of contexts that fit the fixed length whole
 MAX_RESAMPLES = 20  # redraws of block positions for images whose context is too small, before giving up
 
 
@@ -134,6 +142,28 @@ def pad_sorted(mask: Tensor) -> Tensor:
     return torch.where(mask.gather(-1, idx), idx, -1)
 
 
+def fit_sorted(mask: Tensor, length: int, generator: torch.Generator | None = None) -> Tensor:
+    """Exactly `length` entries per row of `mask` [B, N]: rows with more True positions keep a uniform random
+    `length` of them, rows with fewer keep all and end in -1 padding. Sorted, [B, length]."""
+    n = mask.shape[-1]
+    if not 1 <= length <= n:
+        raise ValueError(f"length={length} must lie in [1, {n}] (the number of patches)")
+    keys = torch.rand(mask.shape, generator=generator) + mask  # True in [1, 2): chosen first
+    idx = keys.topk(length, dim=-1, sorted=False).indices
+    real = mask.gather(-1, idx)
+    order = torch.where(real, idx, idx + n).argsort(dim=-1)  # real positions first, ascending
+    idx, real = idx.gather(-1, order), real.gather(-1, order)
+    return torch.where(real, idx, -1)
+
+
+def pad_targets(target_idx: Tensor, length: int) -> Tensor:
+    """Pad target blocks [B, M, Kt] with -1 to [B, M, length]."""
+    kt = target_idx.shape[-1]
+    if kt > length:
+        raise ValueError(f"a target block of {kt} patches does not fit target_length={length}")
+    return torch.cat([target_idx, target_idx.new_full((*target_idx.shape[:-1], length - kt), -1)], dim=-1)
+
+
 def subsample_sorted(mask: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
     """Pick k True positions per row of `mask` [B, N] uniformly at random; return them sorted, [B, k].
 
@@ -223,32 +253,82 @@ def sample_masks(
     context_aspect: tuple[float, float] = (1.0, 1.0),
     min_context: int = 4,
     context_fill: str = "subsample",
+    context_length: int | None = None,
+    target_length: int | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The paper's multi-block masks: context_idx [B, Kc] and target_idx [B, M, Kt], disjoint, sorted.
 
     `context_fill="subsample"`: Kc is the smallest context count in the batch and larger contexts are
     subsampled uniformly at random. `"pad"`: every context patch is kept, Kc is the largest count and shorter
-    rows end in -1 (see `Batch.from_masks`).
+    rows end in -1 (see `Batch.from_masks`). `"fixed"`: Kc = `context_length` and Kt = `target_length` on
+    every call (default: `fixed_lengths` of the geometry); longer contexts are subsampled, shorter contexts
+    and every target block padded with -1.
     """
     if context_fill not in CONTEXT_FILLS:
         raise ValueError(f"context_fill={context_fill!r} is not one of {CONTEXT_FILLS}")
-    context, target_idx = sample_multiblock_grids(
-        batch_size,
-        grid,
-        n_targets=n_targets,
-        target_scale=target_scale,
-        target_aspect=target_aspect,
-        context_scale=context_scale,
-        context_aspect=context_aspect,
-        min_context=min_context,
-        generator=generator,
-    )
+    if context_fill != "fixed" and (context_length is not None or target_length is not None):
+        raise ValueError('context_length and target_length apply to context_fill="fixed" only')
+    geometry = dict(n_targets=n_targets, target_scale=target_scale, target_aspect=target_aspect,
+                    context_scale=context_scale, context_aspect=context_aspect, min_context=min_context)  # fmt: skip
+    context, target_idx = sample_multiblock_grids(batch_size, grid, generator=generator, **geometry)
     context = context.flatten(1)  # [B, N]
     if context_fill == "pad":
         return pad_sorted(context), target_idx
+    if context_fill == "fixed":
+        if context_length is None or target_length is None:
+            hashable = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in geometry.items()}
+            auto_c, auto_t = fixed_lengths(_as_grid(grid), **hashable)  # the geometry is valid by now
+            context_length = auto_c if context_length is None else context_length
+            target_length = auto_t if target_length is None else target_length
+        _check_int("context_length", context_length, 1, context.shape[1])
+        _check_int("target_length", target_length, 1, context.shape[1])
+        return fit_sorted(context, context_length, generator), pad_targets(target_idx, target_length)
     kc = int(context.sum(dim=1).min())
     return subsample_sorted(context, kc, generator), target_idx
+
+
+def max_block_area(
+    scale: tuple[float, float], aspect: tuple[float, float], grid: Grid, points: int = 257
+) -> int:
+    """The largest h*w that `block_size` gives over the scale and aspect ranges (a dense scan of both)."""
+    H, W = _as_grid(grid)
+    lo_s, hi_s = _check_range("scale", scale)
+    lo_a, hi_a = _check_range("aspect", aspect, upper=None)
+    areas = torch.linspace(lo_s, hi_s, points, dtype=torch.float64)[:, None] * H * W
+    aspects = torch.linspace(lo_a, hi_a, points, dtype=torch.float64)[None, :]
+    h = (areas * aspects).sqrt().round().clamp(1, H)  # round half to even, as Python's round() in block_size
+    w = (areas / aspects).sqrt().round().clamp(1, W)
+    return int((h * w).max())
+
+
+@functools.lru_cache(maxsize=64)
+def fixed_lengths(
+    grid: tuple[int, int],
+    *,
+    n_targets: int = 4,
+    target_scale: tuple[float, float] = (0.15, 0.2),
+    target_aspect: tuple[float, float] = (0.75, 1.5),
+    context_scale: tuple[float, float] = (0.85, 1.0),
+    context_aspect: tuple[float, float] = (1.0, 1.0),
+    min_context: int = 4,
+    quantile: float = FIXED_QUANTILE,
+) -> tuple[int, int]:
+    """(context_length, target_length) of `context_fill="fixed"` for a mask geometry, the same on every call.
+
+    target_length is the largest target block the ranges allow, so no target patch is ever dropped.
+    context_length is the `quantile` of the context count over 4,096 images (1,024 batches) drawn with a
+    fixed seed: that share of contexts keeps every patch; the rest lose a few, chosen at random. On the
+    paper's 16x16 grid: (158, 56); about 0.4% of context patches are dropped and a quarter of the context
+    slots are padding."""
+    geometry = dict(n_targets=n_targets, target_scale=target_scale, target_aspect=target_aspect,
+                    context_scale=context_scale, context_aspect=context_aspect, min_context=min_context)  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    # Block sizes are shared by a batch, so many small batches: 1,024 draws of the sizes, 4 images each.
+    counts = torch.cat([sample_multiblock_grids(4, grid, generator=gen, **geometry)[0].sum(dim=(1, 2))
+                        for _ in range(1024)]).double()  # fmt: skip
+    context_length = max(min_context, math.ceil(float(counts.quantile(quantile))))
+    return context_length, max_block_area(target_scale, target_aspect, grid)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -435,29 +515,39 @@ def official_collator_sample(
 
 @dataclass
 class Batch:
-    """A training batch: images [B, C, H, W], context_idx [B, Kc], target_idx [B, M, Kt], labels [B], and
-    context_valid [B, Kc] (bool, True for a real context token) when contexts are padded, else None."""
+    """A training batch: images [B, C, H, W], context_idx [B, Kc], target_idx [B, M, Kt], labels [B],
+    context_valid [B, Kc] (bool, True for a real context token) when contexts are padded, else None, and
+    target_valid [B, M, Kt] (True for a real target patch) when target blocks are padded, else None."""
 
     images: Tensor
     context_idx: Tensor
     target_idx: Tensor
     labels: Tensor | None = None
     context_valid: Tensor | None = None
+    target_valid: Tensor | None = None
 
     @classmethod
-    def from_masks(cls, images: Tensor, context_idx: Tensor, target_idx: Tensor, labels=None) -> Batch:
-        """A batch from a sampler's masks: -1 padding of context_idx becomes `context_valid`, and the padded
-        slots repeat the row's first context patch (a valid index to gather; attention ignores it)."""
-        if context_idx.numel() == 0 or int(context_idx.min()) >= 0:
-            return cls(images, context_idx, target_idx, labels)
-        valid = context_idx >= 0
-        return cls(images, torch.where(valid, context_idx, context_idx[:, :1]), target_idx, labels, valid)
+    def from_masks(
+        cls,
+        images: Tensor,
+        context_idx: Tensor,
+        target_idx: Tensor,
+        labels=None,
+        *,
+        always_valid: bool = False,
+    ) -> Batch:
+        """A batch from a sampler's masks: -1 padding becomes `context_valid` / `target_valid`, and the padded
+        slots repeat their row's (or block's) first patch: a valid index to gather, ignored by attention and
+        by the loss. `always_valid`: give both masks even where nothing is padded (the same inputs to a
+        compiled step every time)."""
+        context_idx, context_valid = _unpad(context_idx, always_valid)
+        target_idx, target_valid = _unpad(target_idx, always_valid)
+        return cls(images, context_idx, target_idx, labels, context_valid, target_valid)
 
     def _map(self, fn) -> Batch:
         f = lambda t: None if t is None else fn(t)  # noqa: E731
-        return Batch(
-            f(self.images), f(self.context_idx), f(self.target_idx), f(self.labels), f(self.context_valid)
-        )
+        return Batch(f(self.images), f(self.context_idx), f(self.target_idx), f(self.labels),
+                     f(self.context_valid), f(self.target_valid))  # fmt: skip
 
     def to(self, device, non_blocking: bool = False) -> Batch:
         """Move every tensor to `device`."""
@@ -469,6 +559,15 @@ class Batch:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+
+def _unpad(idx: Tensor, always: bool = False) -> tuple[Tensor, Tensor | None]:
+    """Indices [..., K] with -1 padding -> (indices with each pad replaced by its row's first, valid [..., K]),
+    or (idx, None) when nothing is padded (unless `always`)."""
+    if not always and (idx.numel() == 0 or int(idx.min()) >= 0):
+        return idx, None
+    valid = idx >= 0
+    return torch.where(valid, idx, idx[..., :1]), valid
 
 
 def _mix(*values: int) -> int:
@@ -493,6 +592,7 @@ class MaskCollator:
         self.grid = _as_grid(grid)
         self.seed = _check_int("seed", seed, 0)
         self.mask_kwargs = mask_kwargs
+        self.fixed_shapes = mask_kwargs.get("context_fill") == "fixed"  # batches always carry valid masks
         self.epoch = 0
         self._calls = 0
         self.sample(1, torch.Generator().manual_seed(0))  # validate the arguments now, not in a worker
@@ -526,7 +626,7 @@ class MaskCollator:
             context_idx, target_idx = self.sample(len(samples), torch.Generator().manual_seed(seed))
         else:
             context_idx, target_idx = self._keyed(keys)
-        return Batch.from_masks(images, context_idx, target_idx, labels)
+        return Batch.from_masks(images, context_idx, target_idx, labels, always_valid=self.fixed_shapes)
 
     def _keyed(self, keys: list) -> tuple[Tensor, Tensor]:
         """Rows of the global batch's masks at each key's slot."""

@@ -24,6 +24,7 @@ __all__ = [
     "MAE",
     "Invariant",
     "ijepa_loss",
+    "masked_mean",
     "info_nce",
     "augment_views",
     "random_resized_crop",
@@ -33,13 +34,24 @@ __all__ = [
 TARGET_MODES = ("ema", "online_stopgrad", "online")
 
 
-def ijepa_loss(pred: Tensor, target: Tensor, kind: str = "smooth_l1") -> Tensor:
-    """Distance between predicted and target representations, averaged: smooth-L1 (official code) or L2 (paper)."""
-    if kind == "smooth_l1":
-        return F.smooth_l1_loss(pred, target)
-    if kind == "l2":
-        return F.mse_loss(pred, target)
-    raise ValueError(f"loss {kind!r} is not one of 'smooth_l1', 'l2'")
+def ijepa_loss(pred: Tensor, target: Tensor, kind: str = "smooth_l1", valid: Tensor | None = None) -> Tensor:
+    """Distance between predicted and target representations, averaged: smooth-L1 (official code) or L2 (paper).
+
+    pred, target [..., K, D]; `valid` [..., K] (bool) keeps padded targets out of the average."""
+    losses = {"smooth_l1": F.smooth_l1_loss, "l2": F.mse_loss}
+    if kind not in losses:
+        raise ValueError(f"loss {kind!r} is not one of 'smooth_l1', 'l2'")
+    if valid is None:
+        return losses[kind](pred, target)
+    return masked_mean(losses[kind](pred, target, reduction="none"), valid)
+
+
+def masked_mean(per_element: Tensor, valid: Tensor | None) -> Tensor:
+    """Mean of `per_element` [..., K, D] over the tokens where `valid` [..., K] is True (all if None)."""
+    if valid is None:
+        return per_element.mean()
+    weight = valid.unsqueeze(-1).to(per_element.dtype)
+    return (per_element * weight).sum() / (weight.sum() * per_element.shape[-1])
 
 
 def _maybe_crop(images: Tensor, crop_scale: tuple[float, float] | None, training: bool) -> Tensor:
@@ -98,9 +110,9 @@ class IJEPA(nn.Module):
         target = self.targets(images, batch.target_idx)
         context = self.context_encoder(images, batch.context_idx, batch.context_valid)  # [B, Kc, D]
         pred = self.predictor(
-            context, batch.context_idx, batch.target_idx, batch.context_valid
+            context, batch.context_idx, batch.target_idx, batch.context_valid, batch.target_valid
         )  # [B, M, Kt, D]
-        loss = ijepa_loss(pred, target, self.loss_kind)
+        loss = ijepa_loss(pred, target, self.loss_kind, batch.target_valid)
         return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
@@ -112,7 +124,11 @@ class IJEPA(nn.Module):
 
 class MAE(nn.Module):
     """Masked autoencoder: encoder on the visible (context) patches, decoder predicts the per-patch normalised
-    pixels of every target patch; loss on the target patches only."""
+    pixels of every target patch; loss on the target patches only.
+
+    `per_block`: decode each target block in its own pass, as I-JEPA's predictor does (with multi-block masks
+    this is I-JEPA with pixel targets). Otherwise every target patch is decoded in one joint pass, as MAE does;
+    with overlapping target blocks a patch then appears once per block that covers it."""
 
     def __init__(
         self,
@@ -121,12 +137,14 @@ class MAE(nn.Module):
         *,
         norm_pix: bool = True,
         crop_scale: tuple[float, float] | None = None,
+        per_block: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
         self.norm_pix = norm_pix
         self.crop_scale = crop_scale
+        self.per_block = per_block
 
     @property
     def eval_encoder(self) -> ViTEncoder:
@@ -134,16 +152,24 @@ class MAE(nn.Module):
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         images = _maybe_crop(batch.images, self.crop_scale, self.training)
-        b = images.shape[0]
-        target_idx = batch.target_idx.reshape(b, -1)  # [B, K]
-        pix = gather_tokens(patchify(images, self.encoder.patch_size), target_idx)  # [B, K, p*p*C]
+        b, (m, kt) = images.shape[0], batch.target_idx.shape[1:]
+        target_idx = batch.target_idx.reshape(b, -1)  # [B, M*Kt]
+        pix = gather_tokens(patchify(images, self.encoder.patch_size), target_idx)  # [B, M*Kt, p*p*C]
         if self.norm_pix:
             pix = (pix - pix.mean(-1, keepdim=True)) / (
                 pix.var(-1, keepdim=True, unbiased=False) + 1e-6
             ).sqrt()
         latent = self.encoder(images, batch.context_idx, batch.context_valid)
-        pred = self.decoder(latent, batch.context_idx, target_idx, batch.context_valid)
-        loss = F.mse_loss(pred, pix)
+        tv = None if batch.target_valid is None else batch.target_valid.reshape(b, m * kt)
+        if self.per_block:  # one pass per target block: [B, M, Kt, p*p*C]
+            pred = self.decoder.forward_blocks(
+                latent, batch.context_idx, batch.target_idx, batch.context_valid, batch.target_valid
+            ).reshape(pix.shape)
+        else:
+            pred = self.decoder(latent, batch.context_idx, target_idx, batch.context_valid, tv)
+        loss = (
+            F.mse_loss(pred, pix) if tv is None else masked_mean(F.mse_loss(pred, pix, reduction="none"), tv)
+        )
         return loss, {"loss": loss.detach()}
 
     def update_target(self, momentum: float) -> None:

@@ -185,20 +185,25 @@ class Predictor(nn.Module):
         context_idx: Tensor,
         target_idx: Tensor,
         context_valid: Tensor | None = None,
+        target_valid: Tensor | None = None,
     ) -> Tensor:
         """context_tokens [B, Kc, D], context_idx [B, Kc], target_idx [B, M, Kt] -> [B, M, Kt, D_out].
-        `context_valid` [B, Kc] bool marks padded context tokens (False), which attention ignores."""
+        `context_valid` [B, Kc] and `target_valid` [B, M, Kt] (bool) mark padding (False): attention never
+        looks at padded tokens, and the outputs at padded targets are meaningless."""
         b, m, kt = target_idx.shape
         pos = self.predictor_pos_embed.expand(b, -1, -1)
         ctx = self.predictor_embed(context_tokens) + gather_tokens(pos, context_idx)  # [B, Kc, P]
         ctx = ctx.repeat_interleave(m, dim=0)  # [B*M, Kc, P]: one sequence per target block
         tgt_pos = gather_tokens(pos.repeat_interleave(m, dim=0), target_idx.reshape(b * m, kt))
         x = torch.cat([ctx, self.mask_token + tgt_pos], dim=1)  # [B*M, Kc+Kt, P]
-        valid = None  # [B*M, Kc+Kt]: padded context tokens are never attended to, mask tokens always are
-        if context_valid is not None:
-            valid = torch.cat(
-                [context_valid.repeat_interleave(m, dim=0), context_valid.new_ones(b * m, kt)], 1
-            )
+        valid = None  # [B*M, Kc+Kt]: which tokens attention may look at
+        if context_valid is not None or target_valid is not None:
+            kc = context_idx.shape[1]
+            cv = context_valid.repeat_interleave(m, dim=0) if context_valid is not None else None
+            tv = target_valid.reshape(b * m, kt) if target_valid is not None else None
+            cv = cv if cv is not None else target_idx.new_ones(b * m, kc, dtype=torch.bool)
+            tv = tv if tv is not None else target_idx.new_ones(b * m, kt, dtype=torch.bool)
+            valid = torch.cat([cv, tv], dim=1)
         x = _run_blocks(self.predictor_blocks, x, self.grad_checkpointing, valid)
         x = self.predictor_proj(self.predictor_norm(x[:, -kt:]))
         return x.reshape(b, m, kt, -1)
@@ -206,7 +211,10 @@ class Predictor(nn.Module):
 
 class PixelDecoder(Predictor):
     """MAE's decoder: the same narrow ViT, but all masked patches in one pass and pixels as output.
-    Returns [B, K, patch_size**2 * C] for the flattened target indices [B, K]."""
+    Returns [B, K, patch_size**2 * C] for the flattened target indices [B, K]. `forward_blocks` decodes each
+    target block [B, M, Kt] in its own pass instead, as I-JEPA's predictor does: [B, M, Kt, p*p*C]."""
+
+    forward_blocks = Predictor.forward
 
     def __init__(
         self, grid: tuple[int, int], embed_dim: int, patch_size: int, in_chans: int, **kwargs
@@ -219,9 +227,11 @@ class PixelDecoder(Predictor):
         context_idx: Tensor,
         target_idx: Tensor,
         context_valid: Tensor | None = None,
+        target_valid: Tensor | None = None,
     ) -> Tensor:
         flat = target_idx.reshape(target_idx.shape[0], 1, -1)
-        return super().forward(context_tokens, context_idx, flat, context_valid)[:, 0]
+        tv = None if target_valid is None else target_valid.reshape(flat.shape)
+        return super().forward(context_tokens, context_idx, flat, context_valid, tv)[:, 0]
 
 
 class ProjectionHead(nn.Module):

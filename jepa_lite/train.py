@@ -14,6 +14,7 @@ import csv
 import datetime
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,7 +81,8 @@ def build_method(cfg: Config, in_chans: int) -> nn.Module:
         decoder = PixelDecoder(enc.grid, enc.embed_dim, enc.patch_size, in_chans, **narrow)
         if m.init == "official":
             official_init_(decoder)
-        return MAE(enc, decoder, norm_pix=cfg.method.norm_pix, crop_scale=cfg.method.crop_scale)
+        return MAE(enc, decoder, norm_pix=cfg.method.norm_pix, crop_scale=cfg.method.crop_scale,
+                   per_block=cfg.method.pixel_decode == "per_block")  # fmt: skip
     if name == "invariant":
         head = ProjectionHead(enc.embed_dim, hidden_dim=4 * enc.embed_dim, out_dim=128)
         return Invariant(enc, head, temperature=cfg.method.temperature, crop_scale=cfg.data.crop_scale)
@@ -95,6 +97,8 @@ def build_collator(cfg: Config, grid: tuple[int, int]) -> MaskCollator:
                   context_scale=mk.context_scale, min_context=mk.min_context)  # fmt: skip
         if mk.context_fill != "subsample":  # the default's kwargs stay those of sample_multiblock_grids
             kw["context_fill"] = mk.context_fill
+        if mk.context_fill == "fixed":
+            kw.update(context_length=mk.context_length, target_length=mk.target_length)
     elif mk.strategy == "random":
         kw = dict(target_ratio=mk.target_ratio)
     elif mk.strategy == "block":
@@ -310,8 +314,10 @@ def train(
     )
     fused = acc.device.type == "cuda"
     optimizer = torch.optim.AdamW(param_groups(method), lr=o.lr, betas=o.betas, fused=fused)
-    if cfg.compile:  # in place, so state-dict keys stay the same; dynamic: token counts change every step
-        method.compile(dynamic=True)
+    if (
+        cfg.compile
+    ):  # in place, so state-dict keys stay the same; fixed masks compile once, others are dynamic
+        method.compile(dynamic=cfg.mask.context_fill != "fixed")
     method, optimizer = acc.prepare(method, optimizer)
     core = acc.unwrap_model(method)
 
@@ -423,11 +429,15 @@ def train(
     except Exception as err:
         if acc.num_processes > 1 and _lost_a_process(err):
             last = latest_checkpoint(run_dir, verify=False) if run_dir is not None else None
-            raise RuntimeError(
+            msg = (
                 f"process {acc.process_index} of {acc.num_processes} lost contact with the others at step {step}: "
                 f"another process died or its node was lost ({type(err).__name__}: {str(err)[:300]}). The newest "
                 f"complete checkpoint is {last or '(none)'}: restart the job with --resume auto"
-            ) from err
+            )
+            # said now, while SIGTERM is still caught: the launcher terminates the survivors right after a death,
+            # often before the traceback below would be printed
+            print(msg, file=sys.stderr, flush=True)
+            raise RuntimeError(msg) from err
         raise
     finally:
         stop.__exit__()

@@ -13,7 +13,13 @@ figure is the median. DataLoader workers run torch with one thread; pass `--thre
 `step` builds the method of a packaged config with `jepa_lite.train.build_method` and times full optimizer
 steps (forward, backward, fused AdamW on CUDA, EMA update) on synthetic images with real multi-block masks on
 the present device (CUDA if available): images/s and step time (medians), peak CUDA memory, and MFU from the
-analytic FLOPs of `jepa_lite.flops` at the Kc/Kt actually drawn.
+analytic FLOPs of `jepa_lite.flops` at the Kc/Kt actually drawn (real tokens: padding is not model work).
+`--fill fixed` gives every step the same shapes (`mask.context_fill=fixed`), so `--compile` compiles once.
+`--reference` also times, in the same process, a plain ViT of the same size training on whole images
+(forward, backward and the same optimizer; no masks, no predictor, no EMA) and reports the I-JEPA step's MFU
+as a ratio of it: near 1, the I-JEPA-specific code wastes little of the device.
+
+    python scripts/benchmark.py step --model vit_huge_patch14 --batch 128 --fill fixed --compile --reference
 """
 
 from __future__ import annotations
@@ -107,7 +113,7 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
 
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
         raise ValueError(f"--batch {args.batch} and --steps {args.steps} must be >= 1, --warmup >= 0")
-    cfg = load_config(STEP_MODELS[args.model], [f"compile={args.compile}"])
+    cfg = load_config(STEP_MODELS[args.model], [f"compile={args.compile}", f"mask.context_fill={args.fill}"])
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.precision == "bf16" and device.type == "cpu":
         print("note: bf16 autocast on CPU is slow and not what a GPU run measures", flush=True)
@@ -118,22 +124,23 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
     collator = build_collator(cfg, grid)
     cuda = device.type == "cuda"
     optimizer = torch.optim.AdamW(param_groups(method), lr=1e-4, fused=cuda)
-    if args.compile:
-        method.compile(dynamic=True)  # as jepa_lite.train does: token counts change every step
+    if args.compile:  # as jepa_lite.train does: one static compile for fixed shapes, else dynamic
+        method.compile(dynamic=args.fill != "fixed")
     method.train()
     size = cfg.data.image_size
     images = torch.randn(args.batch, in_chans, size, size, device=device)
     gen = torch.Generator().manual_seed(0)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    kc = kt = 0.0
+    kc = kt = kc_shape = 0.0
     times = []
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
 
     def next_batch() -> Batch:
         ctx, tgt = collator.sample(args.batch, gen)  # on the host, as in the DataLoader workers: not timed
-        return Batch.from_masks(images, ctx, tgt).to(device, non_blocking=True)  # -1 padding -> context_valid
+        batch = Batch.from_masks(images, ctx, tgt, always_valid=collator.fixed_shapes)  # -1 padding -> valid
+        return batch.to(device, non_blocking=True)
 
     def one_step(batch: Batch) -> None:
         with autocast, contextlib.nullcontext() if args.cudnn_attention else attention_kernels(device):
@@ -152,8 +159,9 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
         sync()
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
-            kc += ctx.shape[1] / args.steps
-            kt += tgt.shape[2] / args.steps
+            kc += _real_tokens(ctx, batch.context_valid) / args.steps
+            kt += _real_tokens(tgt, batch.target_valid) / args.steps
+            kc_shape += ctx.shape[1] / args.steps
     if args.profile:
         profile_steps(one_step, next_batch, args.profile, cuda)
     median = statistics.median(times)
@@ -162,7 +170,7 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
     util = mfu(flops / median, name)
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
     fields = dict(model=args.model, batch=args.batch, precision=args.precision, compile=args.compile,
-                  cudnn_attention=args.cudnn_attention, device=name)  # fmt: skip
+                  fill=args.fill, cudnn_attention=args.cudnn_attention, device=name)  # fmt: skip
     head = f"step {args.model} " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "model")
     rate = args.batch / median
     print(f"{head}: {rate:,.1f} images/s (median of {len(times)})", flush=True)
@@ -170,11 +178,76 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
     print(f"{head}: peak memory " + (f"{peak / 2**30:.2f} GiB" if peak is not None else "n/a (not CUDA)"))
     mfu_text = f"{100 * util:.1f}%" if util is not None else "n/a (no bf16 peak for this device)"
     print(f"{head}: MFU {mfu_text} ({flops / median / 1e12:.3f} model TFLOP/s, "
-          f"{flops / args.batch / 1e9:.2f} GFLOPs per image, Kc {kc:.1f} Kt {kt:.1f})", flush=True)  # fmt: skip
-    return [dict(name=f"step {args.model}", **fields, images_per_s=rate, median_step_s=median,
-                 min_step_s=min(times), max_step_s=max(times), steps=len(times), warmup=args.warmup,
-                 peak_memory_bytes=peak, flops_per_step=flops, model_flops_per_s=flops / median, mfu=util,
-                 context_tokens=kc, target_tokens=kt, config=STEP_MODELS[args.model])]  # fmt: skip
+          f"{flops / args.batch / 1e9:.2f} GFLOPs per image, Kc {kc:.1f} of {kc_shape:.0f} slots, Kt {kt:.1f})",
+          flush=True)  # fmt: skip
+    row = dict(name=f"step {args.model}", **fields, images_per_s=rate, median_step_s=median,
+               min_step_s=min(times), max_step_s=max(times), steps=len(times), warmup=args.warmup,
+               peak_memory_bytes=peak, flops_per_step=flops, model_flops_per_s=flops / median, mfu=util,
+               context_tokens=kc, context_slots=kc_shape, target_tokens=kt,
+               config=STEP_MODELS[args.model])  # fmt: skip
+    if args.reference:
+        del method, optimizer, collator  # free the I-JEPA step's memory first
+        ref = bench_reference(cfg, args, device, in_chans)
+        ratio = flops / median / ref["model_flops_per_s"]
+        print(f"{head}: I-JEPA step at {ratio:.2f}x the plain ViT's model FLOP/s", flush=True)
+        row.update(reference=ref, mfu_ratio_to_reference=ratio)
+    return [row]
+
+
+def _real_tokens(idx: torch.Tensor, valid: torch.Tensor | None) -> float:
+    """Mean number of real (unpadded) tokens per row of idx [..., K]."""
+    return float(idx.shape[-1]) if valid is None else float(valid.float().sum(-1).mean())
+
+
+def bench_reference(cfg, args: argparse.Namespace, device: torch.device, in_chans: int) -> dict:
+    """The yardstick of `step --reference`: the config's encoder as a plain ViT classifier (mean-pooled tokens,
+    a linear head) training on whole images with the same batch, precision, optimizer and compile setting."""
+    from jepa_lite.flops import mfu, plain_vit_step_flops
+    from jepa_lite.models import attention_kernels
+    from jepa_lite.train import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder(cfg, in_chans)
+    model = torch.nn.ModuleDict(dict(encoder=encoder, head=torch.nn.Linear(encoder.embed_dim, 1000))).to(
+        device
+    )
+    cuda = device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return model["head"](model["encoder"](x).mean(dim=1))
+
+    if args.compile:
+        forward = torch.compile(forward)
+    size = cfg.data.image_size
+    images = torch.randn(args.batch, in_chans, size, size, device=device)
+    labels = torch.randint(0, 1000, (args.batch,), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    times = []
+    for i in range(args.warmup + args.steps):
+        sync()
+        start = time.perf_counter()
+        with autocast, attention_kernels(device):
+            loss = torch.nn.functional.cross_entropy(forward(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sync()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    flops = plain_vit_step_flops(cfg, classes=1000) * args.batch
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    util = mfu(flops / median, name)
+    mfu_text = f"MFU {100 * util:.1f}%" if util is not None else "MFU n/a"
+    print(
+        f"reference plain ViT ({args.model}, batch {args.batch}): {args.batch / median:,.1f} images/s, "
+        f"{median * 1e3:,.1f} ms per step, {mfu_text} ({flops / median / 1e12:.3f} model TFLOP/s)",
+        flush=True,
+    )
+    return dict(images_per_s=args.batch / median, median_step_s=median, steps=len(times),
+                flops_per_step=flops, model_flops_per_s=flops / median, mfu=util)  # fmt: skip
 
 
 def profile_steps(one_step: Callable, next_batch: Callable, steps: int, cuda: bool, rows: int = 25) -> None:
@@ -233,6 +306,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     step.add_argument("--profile", type=int, default=0, metavar="N",
                       help="after timing, profile N more steps and print the top ops")  # fmt: skip
     step.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    step.add_argument("--fill", default="subsample", choices=["subsample", "pad", "fixed"],
+                      help="mask.context_fill: fixed gives every step the same shapes (default: subsample)")  # fmt: skip
+    step.add_argument("--reference", action="store_true",
+                      help="also time a plain ViT of the same size and report the MFU ratio")  # fmt: skip
     step.set_defaults(func=bench_step, warmup=2)
 
     args = parser.parse_args(argv)

@@ -3,7 +3,8 @@
 summary.json, summary.md and summary.png. Runs already done are skipped and a killed run resumes from its
 last checkpoint, so the grid can be spread over several days.
 
-    python scripts/reproduce.py                          # the full grid (hours on 2 CPU cores)
+    python scripts/reproduce.py                          # the grid (hours on 2 CPU cores), all but nuisance
+    python scripts/reproduce.py --groups nuisance        # representations vs pixels under irrelevant detail
     python scripts/reproduce.py --groups architectures   # one group
     python scripts/reproduce.py --quick --out /tmp/grid  # tiny budget, every group, a few minutes (CI)
     python scripts/reproduce.py --summary-only           # rebuild the tables and figure from the JSONs
@@ -33,9 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--groups",
-        default=",".join(ex.GROUPS),
-        help=f"groups to run, a comma-separated subset of {', '.join(ex.GROUPS)} "
-        f"(the summary files always cover every group), or {COURSE}",
+        default=",".join(ex.DEFAULT_GROUPS),
+        help=f"groups to run, a comma-separated subset of {', '.join(ex.GROUPS)} (default: all but "
+        f"{', '.join(ex.OPT_IN)}; the summary files always cover every group), or {COURSE}",
     )
     p.add_argument(
         "--checkpoints", default=None, help=f"with {COURSE}: which, comma-separated (default: all)"

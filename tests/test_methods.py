@@ -89,10 +89,10 @@ def test_mae_loss_is_zero_for_a_perfect_reconstruction_and_ignores_visible_patch
     flat = b.target_idx.reshape(4, -1)
     pix = gather_tokens(patchify(b.images, 4), flat)
     pix = (pix - pix.mean(-1, keepdim=True)) / (pix.var(-1, keepdim=True, unbiased=False) + 1e-6).sqrt()
-    model.decoder.forward = lambda z, c, t, valid=None: pix  # an oracle decoder
+    model.decoder.forward = lambda z, c, t, valid=None, target_valid=None: pix  # an oracle decoder
     loss, _ = model(b)
     assert loss.item() < 1e-10
-    model.decoder.forward = lambda z, c, t, valid=None: torch.zeros_like(pix)
+    model.decoder.forward = lambda z, c, t, valid=None, target_valid=None: torch.zeros_like(pix)
     assert model(b)[0].item() == pytest.approx(1.0, abs=1e-3)  # normalised pixels have unit variance
 
 
@@ -112,3 +112,17 @@ def test_invariant_trains_on_two_augmented_views():
     imgs = torch.randn(4, 1, 16, 16)
     v = augment_views(imgs)
     assert v.shape == imgs.shape and not torch.allclose(v, imgs)
+
+
+def test_per_block_pixel_decoding_decodes_each_target_block_alone():
+    """I-JEPA with pixel targets: each block in its own pass, as I-JEPA's predictor, not one joint pass."""
+    torch.manual_seed(0)
+    enc = encoder()
+    dec = PixelDecoder(enc.grid, 32, 4, 1, predictor_dim=16, depth=1, num_heads=2)
+    joint, per_block = MAE(enc, dec).eval(), MAE(enc, dec, per_block=True).eval()
+    b = batch(seed=3)
+    assert b.target_idx.shape[1] == 4
+    with torch.no_grad():
+        alone = [joint(Batch(b.images, b.context_idx, b.target_idx[:, i : i + 1]))[0] for i in range(4)]
+        assert per_block(b)[0].item() == pytest.approx(torch.stack(alone).mean().item(), rel=1e-6)
+        assert abs(joint(b)[0].item() - per_block(b)[0].item()) > 1e-6  # blocks that see each other differ

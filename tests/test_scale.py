@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from jepa_lite.config import load_config
-from jepa_lite.flops import block_flops, encoder_dims, ijepa_step_flops, mfu, peak_flops
+from jepa_lite.flops import block_flops, encoder_dims, ijepa_step_flops, mfu, peak_flops, plain_vit_step_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,6 +140,22 @@ def test_benchmark_step_runs_on_cpu_and_writes_json(tmp_path: Path, capsys) -> N
     assert res["cudnn_attention"] is False  # jepa_lite's attention choice, not PyTorch's default
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step tiny")]
     assert len(lines) == 4 and "images/s" in lines[0] and "MFU" in lines[3]
+
+
+def test_benchmark_reference_reports_the_ratio_of_model_flop_rates(capsys) -> None:
+    bench = load_benchmark_script()
+    argv = ["step", "--model", "course", "--batch", "4", "--steps", "2", "--warmup", "1", "--device", "cpu",
+            "--precision", "no", "--fill", "fixed", "--reference"]  # fmt: skip
+    (res,) = bench.main(argv)
+    ref = res["reference"]
+    assert res["fill"] == "fixed" and res["context_slots"] >= res["context_tokens"] > 0
+    assert ref["flops_per_step"] == pytest.approx(
+        plain_vit_step_flops(load_config("fmnist_vit_tiny"), classes=1000) * 4
+    )
+    assert ref["model_flops_per_s"] == pytest.approx(ref["flops_per_step"] / ref["median_step_s"])
+    expected = (res["flops_per_step"] / res["median_step_s"]) / ref["model_flops_per_s"]
+    assert res["mfu_ratio_to_reference"] == pytest.approx(expected)
+    assert "I-JEPA step at" in capsys.readouterr().out
 
 
 def test_benchmark_profile_prints_the_top_ops(capsys) -> None:

@@ -84,11 +84,11 @@ def test_resume_continues_the_same_loss_curve(tmp_path):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("method", ["ijepa", "mae"])
-def test_the_official_recipe_switches_train_and_resume_exactly(tmp_path, method):
+@pytest.mark.parametrize("method, fill", [("ijepa", "pad"), ("mae", "pad"), ("ijepa", "fixed")])
+def test_the_official_recipe_switches_train_and_resume_exactly(tmp_path, method, fill):
     """Padded contexts, the official init and in-step crops (global RNG, restored on resume) together."""
     data = Blobs()
-    cfg = tiny_config("ckpt_every=3", "mask.context_fill=pad", "model.init=official",
+    cfg = tiny_config("ckpt_every=3", f"mask.context_fill={fill}", "model.init=official",
                       "method.crop_scale=[0.3,1.0]", f"method.name={method}")  # fmt: skip
     full = train(cfg, dataset=data, run_dir=tmp_path / "full", progress=False)
     plain = train(tiny_config(f"method.name={method}"), dataset=data, progress=False)
