@@ -189,12 +189,17 @@ def pixel_features(dataset: Dataset, *, batch_size: int = 2048) -> tuple[Tensor,
 # linear probe
 
 
-def _standardise(train_x: Tensor, *others: Tensor) -> list[Tensor]:
-    """Zero mean, unit std per dim using train statistics; constant dims (std ~ 0) are only centred."""
+def _moments(train_x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-dim mean and std of the training features; constant dims (std ~ 0) get std 1 (only centred)."""
     train_x = train_x.float()
     mean, std = train_x.mean(dim=0), train_x.std(dim=0)
-    std = torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))
-    return [(t.to(train_x.device).float() - mean) / std for t in (train_x, *others)]
+    return mean, torch.where(std > 1e-6 * std.max().clamp_min(1e-12), std, torch.ones_like(std))
+
+
+def _standardise(train_x: Tensor, *others: Tensor) -> list[Tensor]:
+    """Zero mean, unit std per dim using train statistics."""
+    mean, std = _moments(train_x)
+    return [(t.to(mean.device).float() - mean) / std for t in (train_x, *others)]
 
 
 def _fit_logreg(
@@ -312,6 +317,29 @@ def linear_probe(
     if on_fit is not None:
         on_fit()
     return _accuracy(model, test_x, test_y)
+
+
+def fit_linear_classifier(
+    train_x: Tensor,
+    train_y: Tensor,
+    *,
+    weight_decay: float | Sequence[float] = WEIGHT_DECAYS,
+    max_iter: int = MAX_ITER,
+) -> Callable[[Tensor], Tensor]:
+    """The probe of `linear_probe` (same standardisation, L2 choice and L-BFGS fit) as a classifier:
+    returns `predict(features [B, D]) -> labels [B]`, to judge other images with one fixed probe."""
+    num_classes = _check_probe_inputs(train_x, train_y, train_x[:1], train_y[:1])
+    mean, std = _moments(train_x)
+    (x,), y = _standardise(train_x), train_y.to(mean.device).long()
+    decays = [float(weight_decay)] if isinstance(weight_decay, (int, float)) else list(weight_decay)
+    wd = select_weight_decay(x, y, num_classes, decays, max_iter=max_iter) if len(decays) > 1 else decays[0]
+    model = _fit_logreg(x, y, num_classes, wd, max_iter)
+
+    @torch.no_grad()
+    def predict(feats: Tensor) -> Tensor:
+        return model((feats.float().to(mean.device) - mean) / std).argmax(dim=1)
+
+    return predict
 
 
 def probe_fits(n_decays: int = len(WEIGHT_DECAYS)) -> int:

@@ -11,7 +11,7 @@
 #   OUT=/tmp/gpu JEPA_DATA=.data scripts/gpu_check.sh        # about 8 minutes on one H100/H200
 #   OUT=/tmp/gpu QUICK=1 scripts/gpu_check.sh                # a tiny version anywhere (checks the script)
 #
-# JEPA_DATA: a folder with the four Fashion-MNIST IDX files, for part 4 where the Debian package is missing.
+# JEPA_DATA: a folder with the four Fashion-MNIST IDX files, for part 3 where the Debian package is missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder that should receive the JSONs}"

@@ -1,0 +1,176 @@
+#!/usr/bin/env python
+"""Train the blue-box decoder on the shipped I-JEPA checkpoint, and measure what the predictor's sketches hold.
+
+    python scripts/train_decoder.py            # ~20 CPU min: jepa_lite/checkpoints/ijepa_decoder.*, results/blue_box.*
+    python scripts/train_decoder.py --quick    # a few steps, into --out (checks the script)
+
+Two decoders are trained the same way (`jepa_lite.decoder.fit_decoder`, same steps and seed): one on the
+shipped `ijepa` checkpoint's frozen target encoder, and one on the *same network at initialisation*, the
+control that shows what I-JEPA training put into the representations. Then, on a fixed set of test images,
+each box is filled from the predictor, from the true target representation (ceiling) and from a shuffled
+context (floor) (`jepa_lite.blue_box.fill_in_scores`), judged by pixel error inside the box and by a linear
+probe of the trained target encoder fit on clean training images. Each evaluation is repeated over a few
+mask-and-sample seeds so the spread is on record. Writes the decoder (safetensors, float32) and its card,
+results/blue_box.json and the figure results/blue_box.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch.utils.data import Subset
+
+from jepa_lite import blue_box, pretrained
+from jepa_lite.config import config_from_dict
+from jepa_lite.data import build_dataset
+from jepa_lite.decoder import BlockDecoder, fit_decoder
+from jepa_lite.train import build_method
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMAND = blue_box.DECODER_COMMAND
+CHECK = {"images": 200, "seed": 0}  # the quick reproduction a test runs on the shipped decoder
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=10_000, help="decoder training steps (default 10,000)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--beta", type=float, default=0.05, help="weight of the KL term (default 0.05)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test-images", type=int, default=1000, help="test images scored (default 1000)")
+    p.add_argument("--eval-seeds", type=int, default=3, help="mask-and-sample seeds per score (default 3)")
+    p.add_argument("--probe-images", type=int, default=10_000, help="training images for the judge probe")
+    p.add_argument("--out", default=None, help="folder for weights and results (default: the package's)")
+    p.add_argument("--quick", action="store_true", help="a few steps and images (checks the script)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.steps, args.test_images, args.eval_seeds, args.probe_images = 20, 100, 2, 1000
+    if args.quick and args.out is None:
+        p.error("--quick writes to --out (never over the shipped decoder)")
+    return args
+
+
+def make_decoder(method) -> BlockDecoder:
+    enc = method.target_encoder
+    return BlockDecoder(enc.grid, enc.embed_dim, enc.patch_size, in_chans=1)
+
+
+def scores_over_seeds(decoder, method, images, labels, classify, seeds: int, sources) -> dict:
+    runs = [blue_box.fill_in_scores(decoder, method, images, labels, classify, seed=1000 * s, sources=sources)
+            for s in range(seeds)]  # fmt: skip
+    out = {}
+    for source in sources:
+        out[source] = {}
+        for metric in ("box_mse", "class_acc"):
+            vals = [r[source][metric] for r in runs]
+            out[source][metric] = {"mean": statistics.fmean(vals),
+                                   "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    out = Path(args.out) if args.out else pretrained.WEIGHTS_DIR
+    results_dir = Path(args.out) if args.out else ROOT / "results"
+    card = pretrained.card("ijepa")
+    cfg = config_from_dict(card["config"])
+    trained = pretrained.load("ijepa", part="method")
+    torch.manual_seed(cfg.seed)  # the same network at initialisation, as train() builds it
+    init = build_method(cfg, in_chans=1).eval().requires_grad_(False)
+    train_set = build_dataset("fmnist", train=True, image_size=cfg.data.image_size)
+    test_set = build_dataset("fmnist", train=False, image_size=cfg.data.image_size)
+
+    decoders, fit_logs, minutes = {}, {}, {}
+    for name, method in (("trained", trained), ("random init", init)):
+        print(f"training the decoder on the {name} I-JEPA ({args.steps} steps of {args.batch_size} blocks)",
+              flush=True)  # fmt: skip
+        t0 = time.perf_counter()
+        decoders[name] = make_decoder(method)
+        torch.manual_seed(args.seed)
+        fit_logs[name] = fit_decoder(decoders[name], method, train_set, steps=args.steps,
+                                     batch_size=args.batch_size, beta=args.beta, seed=args.seed,
+                                     progress=not args.quiet)  # fmt: skip
+        minutes[name] = (time.perf_counter() - t0) / 60
+
+    print(
+        "fitting the judge (a linear probe of the trained target encoder) and scoring the fills", flush=True
+    )
+    classify = blue_box.linear_judge(trained.target_encoder, Subset(train_set, range(args.probe_images)),
+                                     progress=not args.quiet)  # fmt: skip
+    n = min(args.test_images, len(test_set))
+    images = torch.stack([test_set[i][0] for i in range(n)])
+    labels = torch.tensor([int(test_set[i][1]) for i in range(n)])
+    with torch.no_grad():
+        clean_acc = 100.0 * (classify(images) == labels).float().mean().item()
+    scores = {
+        "trained": scores_over_seeds(
+            decoders["trained"], trained, images, labels, classify, args.eval_seeds, blue_box.SOURCES
+        ),  # fmt: skip
+        "random init": scores_over_seeds(
+            decoders["random init"], init, images, labels, classify, args.eval_seeds, ("predictor", "target")
+        ),  # fmt: skip
+    }
+    check = blue_box.fill_in_scores(decoders["trained"], trained, images[: CHECK["images"]],
+                                    labels[: CHECK["images"]], classify, seed=CHECK["seed"])  # fmt: skip
+
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / f"{blue_box.DECODER}.safetensors"
+    save_file({k: v.contiguous() for k, v in decoders["trained"].state_dict().items()}, str(weights))
+    tail = {k: statistics.fmean(r[k] for r in fit_logs["trained"][-100:]) for k in ("recon", "kl")}
+    info = {
+        "name": blue_box.DECODER,
+        "about": "the blue-box decoder: a conditional VAE from a block's pooled I-JEPA representation to pixels",
+        "encoder": "ijepa",
+        "command": COMMAND,
+        "seed": args.seed,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "beta": args.beta,
+        "decoder": blue_box.decoder_arch(decoders["trained"]),
+        "train_minutes": round(minutes["trained"], 2),
+        "final_recon": tail["recon"],
+        "final_kl": tail["kl"],
+        "check": {**CHECK, "scores": check},
+        "quick": args.quick,
+    }
+    (out / f"{blue_box.DECODER}.json").write_text(json.dumps(info, indent=1))
+    summary = {
+        "command": COMMAND + (" --quick" if args.quick else ""),
+        "test_images": n,
+        "eval_seeds": args.eval_seeds,
+        "judge_on_clean_images": clean_acc,
+        "scores": scores,
+        "decoder_minutes": {k: round(v, 2) for k, v in minutes.items()},
+        "final_kl": {k: statistics.fmean(r["kl"] for r in v[-100:]) for k, v in fit_logs.items()},
+        "final_recon": {k: statistics.fmean(r["recon"] for r in v[-100:]) for k, v in fit_logs.items()},
+        "wall_minutes": round((time.perf_counter() - t_start) / 60, 2),
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "blue_box.json").write_text(json.dumps(summary, indent=1))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = blue_box.plot_blue_boxes(decoders["trained"], trained, images[:6], seed=0)
+    fig.savefig(results_dir / "blue_box.png", dpi=120, bbox_inches="tight")
+
+    print(f"judge on clean test images: {clean_acc:.1f}%")
+    for enc_name, rows in scores.items():
+        for source, row in rows.items():
+            print(f"{enc_name:>11} / {source:<16} box MSE {row['box_mse']['mean']:.3f} ± {row['box_mse']['std']:.3f}"
+                  f"   judge {row['class_acc']['mean']:.1f} ± {row['class_acc']['std']:.1f}%")  # fmt: skip
+    print(f"wrote {weights}, {results_dir / 'blue_box.json'} and blue_box.png "
+          f"({summary['wall_minutes']:.1f} min in all)")  # fmt: skip
+    return summary
+
+
+if __name__ == "__main__":
+    main()
