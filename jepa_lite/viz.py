@@ -345,6 +345,7 @@ def plot_curves(
 # --- training, EMA and collapse plots (notebooks 03-05) ---
 
 __all__ += [
+    "plot_nuisance",
     "hide_patches",
     "plot_image_rows",
     "plot_energy",
@@ -719,5 +720,44 @@ def plot_accuracy_vs_compute(
     axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_nuisance(rows: Sequence[Mapping], metrics: Sequence[str] = ("linear_probe", "knn")) -> Figure:
+    """Accuracy against the strength of label-irrelevant detail: one panel per metric and kind of detail
+    ("noise", "stripes"), one line per method, error bars the std over seeds. `rows` are the `nuisance` group
+    of results/summary.json, named "METHOD, clean" or "METHOD, KIND STRENGTH"; the clean row is strength 0
+    of both kinds. Rows not run yet are left out (a method with none is not drawn)."""
+    points: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for row in rows:
+        method, setting = row["name"].rsplit(", ", 1)
+        if not row.get("n"):
+            continue
+        kinds = ("noise", "stripes") if setting == "clean" else (setting.split()[0],)
+        strength = 0.0 if setting == "clean" else float(setting.split()[1])
+        for kind in kinds:
+            for metric in metrics:
+                stats = row[metric]
+                points.setdefault((method, kind, metric), []).append((strength, stats["mean"], stats["std"]))
+    if not points:
+        raise ValueError("no nuisance row has been run yet: `python scripts/reproduce.py --groups nuisance`")
+    methods = list(dict.fromkeys(m for m, _, _ in points))
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(8.4, 3.0 * len(metrics)), squeeze=False)
+    for r, metric in enumerate(metrics):
+        for c, kind in enumerate(("noise", "stripes")):
+            ax = axes[r, c]
+            for k, method in enumerate(methods):
+                pts = sorted(points.get((method, kind, metric), []))
+                if pts:
+                    x, y, e = zip(*pts, strict=True)
+                    ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, color=f"C{k}", label=method)
+            ax.set_title(
+                f"{kind}: {'unpredictable' if kind == 'noise' else 'predictable'} detail", fontsize=9
+            )
+            ax.set_xlabel("strength (peak grey level of the detail, 0 = clean)", fontsize=8)
+            ax.set_ylabel(f"{PROBE_NAMES.get(metric, metric)} (%)", fontsize=8)
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

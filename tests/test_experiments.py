@@ -289,6 +289,7 @@ def test_a_nuisance_run_is_probed_on_images_with_the_same_detail(tmp_path):
     from jepa_lite.experiments import run_grid
 
     groups = {"nuisance": [GROUPS["nuisance"][3]]}  # I-JEPA, noise 1.0
+    assert groups["nuisance"][0].name == "I-JEPA, noise 1.0"
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(GROUPS, "nuisance", groups["nuisance"])
         mp.setattr("jepa_lite.experiments.ProbeSets", _RecordingProbes)

@@ -100,3 +100,24 @@ def test_mask_panels_one_axis_per_strategy():
         {"a": (ctx[0], tgt[0]), "b": (ctx[1], tgt[1])}, 8, image=torch.randn(3, 32, 32)
     )
     assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
+
+
+def test_nuisance_curves_start_at_the_clean_row_and_leave_out_rows_not_run():
+    def row(name, lp, n=2):
+        stats = {"linear_probe": {"mean": lp, "std": 0.5}, "knn": {"mean": lp - 5, "std": 0.2}}
+        return {"name": name, "n": n, "seeds": 2, **(stats if n else {})}
+
+    rows = [row("I-JEPA, clean", 80.0), row("MAE, clean", 82.0), row("I-JEPA, noise 1.0", 70.0),
+            row("MAE, noise 1.0", 60.0), row("I-JEPA, stripes 1.0", 75.0), row("MAE, stripes 1.0", 0, n=0),
+            row("I-JEPA, noise 0.5", 74.0)]  # fmt: skip
+    fig = viz.plot_nuisance(rows)
+    (lp_noise, lp_stripes), (knn_noise, _) = fig.axes[0:2], fig.axes[2:4]
+    lines = {ax: {c.get_label(): c.lines[0].get_xydata().tolist() for c in ax.containers}
+             for ax in (lp_noise, lp_stripes, knn_noise)}  # fmt: skip
+    assert lines[lp_noise]["I-JEPA"] == [[0.0, 80.0], [0.5, 74.0], [1.0, 70.0]]
+    assert lines[lp_noise]["MAE"] == [[0.0, 82.0], [1.0, 60.0]]
+    assert lines[lp_stripes]["MAE"] == [[0.0, 82.0]]  # its stripes row is not run yet
+    assert lines[knn_noise]["I-JEPA"] == [[0.0, 75.0], [0.5, 69.0], [1.0, 65.0]]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="--groups nuisance"):
+        viz.plot_nuisance([row("I-JEPA, clean", 0, n=0)])
