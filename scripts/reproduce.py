@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -122,13 +123,25 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
     if not curves:
         print("no course checkpoint is present yet: nothing to draw", flush=True)
         return cards
-    fig = plot_accuracy_vs_compute(curves, title=title)
+    fig = plot_accuracy_vs_compute(curves, title=title, baselines=compute_baselines(out))
     fig.savefig(out / "accuracy_vs_compute.png", dpi=120, bbox_inches="tight")
     for name, info in cards.items():
         p = info["probes"]
         print(f"{name:>10}: linear probe {p['linear_probe']:.1f}, k-NN {p['knn']:.1f}, low-shot "
               f"{p['low_shot']:.1f} after {info['train_minutes']:.0f} min of training ({info['dtype']})")  # fmt: skip
     return cards
+
+
+def compute_baselines(out: Path) -> dict[str, dict[str, float]]:
+    """The dashed lines of the accuracy-against-compute figure, where their results exist in `out`: the
+    default run's encoder at initialisation (mean over its seeds) and standardised raw pixels."""
+    lines = {}
+    inits = [json.loads(p.read_text())["init"] for p in sorted((out / "default_run").glob("seed*.json"))]
+    if inits:
+        lines["same ViT at initialisation"] = {m: statistics.fmean(i[m] for i in inits) for m in inits[0]}
+    if (out / "pixels.json").is_file():
+        lines["raw pixels"] = json.loads((out / "pixels.json").read_text())
+    return lines
 
 
 def plot_summary(summary: dict, path: Path) -> None:
