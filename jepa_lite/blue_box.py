@@ -26,13 +26,16 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
+from matplotlib.patches import Rectangle
 from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from .decoder import BlockDecoder, unpatchify_block
-from .evaluate import extract_features, fit_linear_classifier
+from .evaluate import fit_linear_classifier
+from .features import extract_features
 from .masks import sample_masks
 from .models import gather_tokens, patchify
 from .pretrained import WEIGHTS_DIR
@@ -58,9 +61,16 @@ DECODER_COMMAND = "python scripts/train_decoder.py"
 
 def decoder_arch(decoder: BlockDecoder) -> dict:
     """What rebuilds a `BlockDecoder` before its weights are loaded (kept in the decoder's card)."""
-    return {"grid": list(decoder.grid), "repr_dim": decoder.embed.in_features, "patch_size": decoder.patch_size,
-            "in_chans": decoder.in_chans, "dim": decoder.embed.out_features, "depth": len(decoder.blocks),
-            "num_heads": decoder.blocks[0].attn.num_heads, "latent_dim": decoder.latent_dim}  # fmt: skip
+    return {
+        "grid": list(decoder.grid),
+        "repr_dim": decoder.embed.in_features,
+        "patch_size": decoder.patch_size,
+        "in_chans": decoder.in_chans,
+        "dim": decoder.embed.out_features,
+        "depth": len(decoder.blocks),
+        "num_heads": decoder.blocks[0].attn.num_heads,
+        "latent_dim": decoder.latent_dim,
+    }
 
 
 def _decoder_paths(root: str | Path | None) -> tuple[Path, Path]:
@@ -82,8 +92,9 @@ def load_decoder(root: str | Path | None = None) -> tuple[BlockDecoder, dict]:
         )
     card = json.loads(card_path.read_text())
     arch = dict(card["decoder"])
-    decoder = BlockDecoder(tuple(arch.pop("grid")), arch.pop("repr_dim"), arch.pop("patch_size"),
-                           arch.pop("in_chans"), **arch)  # fmt: skip
+    decoder = BlockDecoder(
+        tuple(arch.pop("grid")), arch.pop("repr_dim"), arch.pop("patch_size"), arch.pop("in_chans"), **arch
+    )
     decoder.load_state_dict(load_file(str(weights)), strict=True)
     return decoder.eval().requires_grad_(False), card
 
@@ -186,12 +197,13 @@ def plot_blue_boxes(
 ):
     """One row per image: the context the predictor sees (the rest greyed), the true image, then `n_samples`
     decoder samples inside the box for each source. Returns the figure."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
     context_idx, box = eval_masks(len(images), decoder.grid, seed)
-    fills = {s: fill_in(decoder, method, images, context_idx, box, s, n_samples,
-                        torch.Generator().manual_seed(seed)) for s in sources}  # fmt: skip
+    fills = {
+        s: fill_in(
+            decoder, method, images, context_idx, box, s, n_samples, torch.Generator().manual_seed(seed)
+        )
+        for s in sources
+    }
     p, (gh, gw) = decoder.patch_size, decoder.grid
     seen = torch.zeros(len(images), gh * gw).scatter_(1, context_idx, 1.0)
     lo, hi = (

@@ -33,6 +33,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from accelerate.utils import load
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -78,7 +79,8 @@ def _ckpt_dirs(run_dir: Path) -> list[Path]:
 
 
 def _params_finite(accelerator) -> bool:
-    """True if every floating-point parameter and buffer of the prepared models is finite (on every process)."""
+    """True if every floating-point parameter and buffer of the prepared models is finite (on every
+    process)."""
     checks = []
     for model in accelerator._models:
         for t in [*model.parameters(), *model.buffers()]:
@@ -129,8 +131,9 @@ def save_checkpoint(accelerator, run_dir: str | Path, step: int, state: dict, ke
             shutil.rmtree(tmp, ignore_errors=True)
         last = latest_checkpoint(run_dir, verify=False)
         raise CheckpointError(
-            f"could not write checkpoint {final.name} at step {step}: {failure}. Its partial folder was removed; "
-            f"the newest complete checkpoint is {last or '(none)'} (free space, then resume with --resume auto)"
+            f"could not write checkpoint {final.name} at step {step}: {failure}. Its partial folder was "
+            f"removed; the newest complete checkpoint is {last or '(none)'} (free space, then resume with "
+            "--resume auto)"
         ) from failure
     if accelerator.is_main_process:
         _fault_point("ckpt_before_rename")
@@ -188,8 +191,10 @@ def verify_checkpoint(ckpt_dir: str | Path) -> str | None:
         if not path.is_file():
             return f"{path} is missing (its manifest lists it)"
         if path.stat().st_size != want["size"]:
-            return (f"{path} has {path.stat().st_size} bytes, its manifest says {want['size']}: truncated or "
-                    "changed after it was written")  # fmt: skip
+            return (
+                f"{path} has {path.stat().st_size} bytes, its manifest says {want['size']}: truncated or "
+                "changed after it was written"
+            )
         if _file_record(path)["sha256"] != want["sha256"]:
             return f"{path} differs from its manifest's checksum: changed after it was written"
     return None
@@ -246,8 +251,6 @@ def _check_safetensors(path: Path) -> dict:
 
 def _torch_load(path: Path):
     """accelerate's loader (torch.load with weights_only=True and accelerate's numpy/RNG allow-list)."""
-    from accelerate.utils import load
-
     try:
         return load(path, map_location="cpu")
     except pickle.UnpicklingError as err:
@@ -294,9 +297,11 @@ def _model_mismatch(accelerator, path: Path, header: dict, index: int) -> str | 
     ]
     if not (missing or extra or shapes):
         return None
-    parts = [f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else "",
-             f"{len(extra)} unexpected keys (e.g. {extra[0]})" if extra else "",
-             f"{len(shapes)} shape mismatches (e.g. {shapes[0]})" if shapes else ""]  # fmt: skip
+    parts = [
+        f"{len(missing)} missing keys (e.g. {missing[0]})" if missing else "",
+        f"{len(extra)} unexpected keys (e.g. {extra[0]})" if extra else "",
+        f"{len(shapes)} shape mismatches (e.g. {shapes[0]})" if shapes else "",
+    ]
     return (
         f"{path} holds the weights of a different model than the config describes: "
         + ", ".join(p for p in parts if p)
@@ -369,7 +374,8 @@ def load_checkpoint(accelerator, ckpt_dir: str | Path) -> dict:
 
 
 def export_weights(module: nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
-    """Write a module's state dict as safetensors (contiguous CPU tensors), with string metadata, atomically."""
+    """Write a module's state dict as safetensors (contiguous CPU tensors), with string metadata,
+    atomically."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
@@ -386,6 +392,8 @@ def load_weights(module: nn.Module, path: str | Path, strict: bool = True) -> nn
         raise FileNotFoundError(f"weights file {path} does not exist")
     _check_safetensors(path)
     state = load_file(str(path))
-    module.load_state_dict({k: v.to(torch.get_default_dtype()) if v.is_floating_point() else v
-                            for k, v in state.items()}, strict=strict)  # fmt: skip
+    module.load_state_dict(
+        {k: v.to(torch.get_default_dtype()) if v.is_floating_point() else v for k, v in state.items()},
+        strict=strict,
+    )
     return module

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from . import registry
+
 __all__ = [
     "Config",
     "DataConfig",
@@ -162,7 +164,8 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 def _coerce(value: Any, hint: str, key: str) -> Any:
-    """Bring a YAML-parsed value to the field's declared type (hint is a string under postponed annotations)."""
+    """Bring a YAML-parsed value to the field's declared type (hint is a string under postponed
+    annotations)."""
     if value is None:
         if "None" not in hint:
             raise ValueError(f"config key {key!r} cannot be null (type {hint})")
@@ -257,40 +260,67 @@ def load_config(name_or_path: str | Path = "fmnist_vit_tiny", overrides: typing.
     return apply_overrides(cfg, overrides)
 
 
-# Valid names, checked before any data is read (the modules that use them check again, for direct callers).
+# Valid names (jepa_lite.registry), checked before any data is read (the modules that use them check again,
+# for direct callers).
 CHOICES = {
-    "mixed_precision": ("auto", "no", "bf16", "fp16"),
-    "data.name": ("fmnist", "shapes", "cifar10", "stl10", "imagefolder"),
-    "method.name": ("ijepa", "mae", "invariant"),
-    "method.loss": ("smooth_l1", "l2"),
-    "method.target_mode": ("ema", "online_stopgrad", "online"),
-    "method.pixel_decode": ("joint", "per_block"),
-    "mask.strategy": ("multiblock", "random", "block", "rasterized"),
-    "mask.context_fill": ("subsample", "pad", "fixed"),
-    "model.init": ("depth_rescale", "official"),
+    "mixed_precision": registry.PRECISIONS,
+    "data.name": registry.DATASETS,
+    "method.name": registry.METHODS,
+    "method.loss": registry.LOSSES,
+    "method.target_mode": registry.TARGET_MODES,
+    "method.pixel_decode": registry.PIXEL_DECODES,
+    "mask.strategy": registry.MASK_STRATEGIES,
+    "mask.context_fill": registry.CONTEXT_FILLS,
+    "model.init": registry.INITS,
 }
 # key: (lowest, highest, lowest is allowed); None values pass (the key's type says when None is allowed)
 RANGES = {
-    "seed": (0, None, True), "log_every": (1, None, True), "ckpt_every": (0, None, True),
-    "keep_last": (0, None, True), "dist_timeout": (1, None, True), "data.image_size": (1, None, True),
+    "seed": (0, None, True),
+    "log_every": (1, None, True),
+    "ckpt_every": (0, None, True),
+    "keep_last": (0, None, True),
+    "dist_timeout": (1, None, True),
+    "data.image_size": (1, None, True),
     "data.limit": (1, None, True),
-    "data.num_workers": (0, None, True), "model.patch_size": (1, None, True), "model.embed_dim": (1, None, True),
-    "model.depth": (1, None, True), "model.num_heads": (1, None, True), "model.predictor_dim": (1, None, True),
-    "model.predictor_depth": (1, None, True), "model.predictor_heads": (1, None, True),
-    "model.drop_path": (0, 1, True), "mask.n_targets": (1, None, True), "mask.min_context": (1, None, True),
-    "mask.target_ratio": (0, 1, False), "optim.global_batch": (1, None, True),
-    "optim.max_device_batch": (1, None, True), "optim.epochs": (0, None, False),
-    "optim.max_steps": (1, None, True), "optim.warmup_epochs": (0, None, True), "optim.lr": (0, None, False),
-    "optim.start_lr": (0, None, True), "optim.final_lr": (0, None, True), "optim.weight_decay": (0, None, True),
-    "optim.final_weight_decay": (0, None, True), "optim.grad_clip": (0, None, False),
-    "method.temperature": (0, None, False), "eval.low_shot_per_class": (1, None, True),
-    "eval.train_limit": (1, None, True), "eval.test_limit": (1, None, True), "eval.batch_size": (1, None, True),
-}  # fmt: skip
+    "data.num_workers": (0, None, True),
+    "model.patch_size": (1, None, True),
+    "model.embed_dim": (1, None, True),
+    "model.depth": (1, None, True),
+    "model.num_heads": (1, None, True),
+    "model.predictor_dim": (1, None, True),
+    "model.predictor_depth": (1, None, True),
+    "model.predictor_heads": (1, None, True),
+    "model.drop_path": (0, 1, True),
+    "mask.n_targets": (1, None, True),
+    "mask.min_context": (1, None, True),
+    "mask.target_ratio": (0, 1, False),
+    "optim.global_batch": (1, None, True),
+    "optim.max_device_batch": (1, None, True),
+    "optim.epochs": (0, None, False),
+    "optim.max_steps": (1, None, True),
+    "optim.warmup_epochs": (0, None, True),
+    "optim.lr": (0, None, False),
+    "optim.start_lr": (0, None, True),
+    "optim.final_lr": (0, None, True),
+    "optim.weight_decay": (0, None, True),
+    "optim.final_weight_decay": (0, None, True),
+    "optim.grad_clip": (0, None, False),
+    "method.temperature": (0, None, False),
+    "eval.low_shot_per_class": (1, None, True),
+    "eval.train_limit": (1, None, True),
+    "eval.test_limit": (1, None, True),
+    "eval.batch_size": (1, None, True),
+}
 # (min, max) pairs: (lowest, highest) of both ends
 PAIRS = {
-    "data.crop_scale": (0, 1), "mask.target_scale": (0, 1), "mask.context_scale": (0, 1),
-    "mask.target_aspect": (0, None), "optim.ema": (0, 1), "optim.betas": (0, 1), "method.crop_scale": (0, 1),
-}  # fmt: skip
+    "data.crop_scale": (0, 1),
+    "mask.target_scale": (0, 1),
+    "mask.context_scale": (0, 1),
+    "mask.target_aspect": (0, None),
+    "optim.ema": (0, 1),
+    "optim.betas": (0, 1),
+    "method.crop_scale": (0, 1),
+}
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -312,7 +342,8 @@ def check_config(cfg: Config) -> Config:
         if v is None:
             continue
         if not (v >= lo if closed else v > lo) or (hi is not None and v > hi) or v != v:
-            span = f"{'[' if closed else '('}{lo}, {hi if hi is not None else 'inf'}{']' if hi is not None else ')'}"
+            left, right = "[" if closed else "(", "]" if hi is not None else ")"
+            span = f"{left}{lo}, {hi if hi is not None else 'inf'}{right}"
             raise ValueError(f"{key}={v!r} must lie in {span}")
     for key, (lo, hi) in PAIRS.items():
         if _get(cfg, key) is None:
@@ -333,8 +364,8 @@ def check_config(cfg: Config) -> Config:
     mk = cfg.mask
     if mk.context_fill != "subsample" and mk.strategy != "multiblock":
         raise ValueError(
-            f"mask.context_fill={mk.context_fill} applies to mask.strategy=multiblock only (the others need no "
-            "padding: their shapes never change)"
+            f"mask.context_fill={mk.context_fill} applies to mask.strategy=multiblock only (the others need "
+            "no padding: their shapes never change)"
         )
     for key in ("context_length", "target_length"):
         value = getattr(mk, key)
@@ -343,9 +374,7 @@ def check_config(cfg: Config) -> Config:
         if value is not None and value < 1:
             raise ValueError(f"mask.{key}={value} must be at least 1 (or null: derived from the geometry)")
     if cfg.data.nuisance != "none" or cfg.data.nuisance_strength != 0:
-        from .nuisance import KINDS
-
-        d = cfg.data
+        d, KINDS = cfg.data, registry.NUISANCE_KINDS
         if d.nuisance == "none":
             raise ValueError(
                 f"data.nuisance_strength={d.nuisance_strength!r} needs data.nuisance={' or '.join(KINDS)}"
@@ -373,7 +402,8 @@ def check_config(cfg: Config) -> Config:
         raise ValueError(f"model.embed_dim={m.embed_dim} must be divisible by model.num_heads={m.num_heads}")
     if m.predictor_dim % m.predictor_heads:
         raise ValueError(
-            f"model.predictor_dim={m.predictor_dim} must be divisible by model.predictor_heads={m.predictor_heads}"
+            f"model.predictor_dim={m.predictor_dim} must be divisible by "
+            f"model.predictor_heads={m.predictor_heads}"
         )
     if m.name is None and cfg.data.image_size % m.patch_size:
         raise ValueError(

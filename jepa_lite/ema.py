@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from collections.abc import Sequence
 
-__all__ = ["ema_update", "momentum_at", "init_share"]
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ema_update", "momentum_at", "init_share", "ema_trace"]
 
 
 @torch.no_grad()
@@ -46,3 +48,22 @@ def init_share(momenta) -> float:
             raise ValueError(f"EMA momentum {m} must lie in [0, 1]")
         share *= m
     return share
+
+
+def ema_trace(values: Tensor | Sequence[float], momentum: float | Sequence[float]) -> Tensor:
+    """Exponential moving average of a sequence [T]: e_0 = x_0, e_t = m_t * e_{t-1} + (1 - m_t) * x_t,
+    the rule of the target encoder applied to numbers; `momentum` is a float or a per-step schedule [T]."""
+    x = torch.as_tensor(values, dtype=torch.float64).flatten()
+    m = torch.as_tensor(momentum, dtype=torch.float64).flatten()
+    if m.numel() == 1:
+        m = m.expand(len(x))
+    if len(m) != len(x):
+        raise ValueError(f"momentum schedule has {len(m)} values but the sequence has {len(x)}")
+    if len(m) and not bool(((m >= 0) & (m <= 1)).all()):
+        raise ValueError(f"momentum must lie in [0, 1], got values in [{m.min():.3g}, {m.max():.3g}]")
+    out = torch.empty_like(x)
+    e = x[0] if len(x) else None
+    for t in range(len(x)):
+        e = m[t] * e + (1 - m[t]) * x[t]
+        out[t] = e
+    return out.float()

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from .build import build_collator
 from .config import Config
 
 __all__ = [
@@ -69,17 +72,21 @@ def encoder_dims(cfg: Config) -> dict:
         raise ValueError(f"data.image_size {cfg.data.image_size} is not a multiple of the patch size {patch}")
     in_chans = 1 if cfg.data.name == "fmnist" else 3
     grid = cfg.data.image_size // patch
-    return dict(embed_dim=dim, depth=depth, mlp_ratio=ratio, patch_size=patch, in_chans=in_chans,
-                tokens=grid * grid, grid=grid)  # fmt: skip
+    return dict(
+        embed_dim=dim,
+        depth=depth,
+        mlp_ratio=ratio,
+        patch_size=patch,
+        in_chans=in_chans,
+        tokens=grid * grid,
+        grid=grid,
+    )
 
 
 def expected_tokens(cfg: Config, *, batch_size: int | None = None, draws: int = 4, seed: int = 0):
     """Mean (Kc, Kt, M) of the config's mask collator over `draws` batches of `batch_size` rows (default: the
     global batch, since Kc is the minimum over the rows drawn together). Real tokens only: padding
     (`mask.context_fill=pad|fixed`) is not model work, like activation-checkpointing recompute."""
-    import torch
-
-    from .train import build_collator
 
     grid = encoder_dims(cfg)["grid"]
     collator = build_collator(cfg, (grid, grid))
@@ -97,7 +104,8 @@ def expected_tokens(cfg: Config, *, batch_size: int | None = None, draws: int = 
 
 @dataclass
 class StepFlops:
-    """FLOPs per image of one training step, by part (each already includes its backward where there is one)."""
+    """FLOPs per image of one training step, by part (each already includes its backward where there is
+    one)."""
 
     context_encoder: float
     predictor: float
@@ -132,8 +140,8 @@ def ijepa_step_flops(
 
 
 def plain_vit_step_flops(cfg: Config, *, classes: int = 0) -> float:
-    """FLOPs per image of one training step of the config's encoder as a plain ViT on whole images (forward and
-    backward, N tokens, plus a `classes`-way linear head on pooled tokens): the yardstick of
+    """FLOPs per image of one training step of the config's encoder as a plain ViT on whole images (forward
+    and backward, N tokens, plus a `classes`-way linear head on pooled tokens): the yardstick of
     `scripts/benchmark.py step --reference`."""
     e = encoder_dims(cfg)
     d, n = e["embed_dim"], e["tokens"]
@@ -144,7 +152,8 @@ def plain_vit_step_flops(cfg: Config, *, classes: int = 0) -> float:
 
 
 def peak_flops(device_name: str | None) -> float | None:
-    """Peak dense bf16 FLOP/s of a GPU name (A100, H100 SXM/PCIe, H200); None for a CPU or an unknown device."""
+    """Peak dense bf16 FLOP/s of a GPU name (A100, H100 SXM/PCIe, H200); None for a CPU or an unknown
+    device."""
     if not device_name or device_name.lower().startswith("cpu"):
         return None
     for key, peak in PEAK_BF16_FLOPS:
@@ -154,6 +163,7 @@ def peak_flops(device_name: str | None) -> float | None:
 
 
 def mfu(flops_per_s: float, device_name: str | None) -> float | None:
-    """Model FLOP utilisation in [0, 1]: achieved model FLOP/s over the device's peak bf16; None if unknown."""
+    """Model FLOP utilisation in [0, 1]: achieved model FLOP/s over the device's peak bf16; None if
+    unknown."""
     peak = peak_flops(device_name)
     return None if peak is None else flops_per_s / peak

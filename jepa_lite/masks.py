@@ -1,4 +1,6 @@
-"""Mask sampling for I-JEPA: the paper's multi-block masks, the ablation strategies, and the collators.
+"""Mask sampling for I-JEPA: the paper's multi-block masks and the tools to lay them out on the patch grid.
+
+The ablation strategies live in mask_strategies.py, the collators that attach masks to a batch in collate.py.
 
 A mask is a set of patch indices in raster order of the patch grid: patch p of an (H, W) grid sits at row
 p // W, column p % W. Every sampler returns `context_idx [B, Kc]` (sorted ascending) and
@@ -26,14 +28,14 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import get_worker_info
+
+from . import registry
 
 Grid = int | tuple[int, int]
-CONTEXT_FILLS = ("subsample", "pad", "fixed")  # how contexts of different sizes share a batch (sample_masks)
+CONTEXT_FILLS = registry.CONTEXT_FILLS  # how contexts of different sizes share a batch (sample_masks)
 FIXED_QUANTILE = 0.95  # context="fixed": the share of contexts that fit the fixed length whole
 MAX_RESAMPLES = 20  # redraws of block positions for images whose context is too small, before giving up
 
@@ -133,7 +135,8 @@ def _positions(n: int, ranges: Tensor, generator: torch.Generator | None) -> Ten
 
 
 def pad_sorted(mask: Tensor) -> Tensor:
-    """Every True position of each row of `mask` [B, N], sorted, padded with -1 to the longest row: [B, Kmax]."""
+    """Every True position of each row of `mask` [B, N], sorted, padded with -1 to the longest row: [B,
+    Kmax]."""
     n = mask.shape[-1]
     position = torch.arange(n, device=mask.device).expand_as(mask)
     keys = torch.where(mask, position, position + n)  # True positions first, in order
@@ -175,6 +178,26 @@ def subsample_sorted(mask: Tensor, k: int, generator: torch.Generator | None = N
 
 # ----------------------------------------------------------------------------------------------------------
 # multi-block masks (the paper's strategy)
+
+
+# The paper's multi-block geometry (section 3), the defaults of every multi-block sampler below.
+MULTIBLOCK = dict(
+    n_targets=4,
+    target_scale=(0.15, 0.2),
+    target_aspect=(0.75, 1.5),
+    context_scale=(0.85, 1.0),
+    context_aspect=(1.0, 1.0),
+    min_context=4,
+)
+
+
+def _check_geometry(geometry: dict) -> dict:
+    """`MULTIBLOCK` updated by `geometry`, with ranges as tuples (hashable, for `fixed_lengths`' cache)."""
+    unknown = sorted(set(geometry) - set(MULTIBLOCK))
+    if unknown:
+        raise TypeError(f"unknown mask geometry {', '.join(unknown)}; valid keys: {', '.join(MULTIBLOCK)}")
+    merged = {**MULTIBLOCK, **geometry}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
 
 
 def sample_multiblock_grids(
@@ -246,18 +269,16 @@ def sample_masks(
     batch_size: int,
     grid: Grid,
     *,
-    n_targets: int = 4,
-    target_scale: tuple[float, float] = (0.15, 0.2),
-    target_aspect: tuple[float, float] = (0.75, 1.5),
-    context_scale: tuple[float, float] = (0.85, 1.0),
-    context_aspect: tuple[float, float] = (1.0, 1.0),
-    min_context: int = 4,
     context_fill: str = "subsample",
     context_length: int | None = None,
     target_length: int | None = None,
     generator: torch.Generator | None = None,
+    **geometry,
 ) -> tuple[Tensor, Tensor]:
     """The paper's multi-block masks: context_idx [B, Kc] and target_idx [B, M, Kt], disjoint, sorted.
+
+    `geometry`: any of `MULTIBLOCK`'s keys (n_targets, target_scale, target_aspect, context_scale,
+    context_aspect, min_context), the paper's values by default; see `sample_multiblock_grids`.
 
     `context_fill="subsample"`: Kc is the smallest context count in the batch and larger contexts are
     subsampled uniformly at random. `"pad"`: every context patch is kept, Kc is the largest count and shorter
@@ -269,16 +290,14 @@ def sample_masks(
         raise ValueError(f"context_fill={context_fill!r} is not one of {CONTEXT_FILLS}")
     if context_fill != "fixed" and (context_length is not None or target_length is not None):
         raise ValueError('context_length and target_length apply to context_fill="fixed" only')
-    geometry = dict(n_targets=n_targets, target_scale=target_scale, target_aspect=target_aspect,
-                    context_scale=context_scale, context_aspect=context_aspect, min_context=min_context)  # fmt: skip
+    geometry = _check_geometry(geometry)
     context, target_idx = sample_multiblock_grids(batch_size, grid, generator=generator, **geometry)
     context = context.flatten(1)  # [B, N]
     if context_fill == "pad":
         return pad_sorted(context), target_idx
     if context_fill == "fixed":
         if context_length is None or target_length is None:
-            hashable = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in geometry.items()}
-            auto_c, auto_t = fixed_lengths(_as_grid(grid), **hashable)  # the geometry is valid by now
+            auto_c, auto_t = fixed_lengths(_as_grid(grid), **geometry)  # the geometry is valid by now
             context_length = auto_c if context_length is None else context_length
             target_length = auto_t if target_length is None else target_length
         _check_int("context_length", context_length, 1, context.shape[1])
@@ -303,17 +322,7 @@ def max_block_area(
 
 
 @functools.lru_cache(maxsize=64)
-def fixed_lengths(
-    grid: tuple[int, int],
-    *,
-    n_targets: int = 4,
-    target_scale: tuple[float, float] = (0.15, 0.2),
-    target_aspect: tuple[float, float] = (0.75, 1.5),
-    context_scale: tuple[float, float] = (0.85, 1.0),
-    context_aspect: tuple[float, float] = (1.0, 1.0),
-    min_context: int = 4,
-    quantile: float = FIXED_QUANTILE,
-) -> tuple[int, int]:
+def fixed_lengths(grid: tuple[int, int], *, quantile: float = FIXED_QUANTILE, **geometry) -> tuple[int, int]:
     """(context_length, target_length) of `context_fill="fixed"` for a mask geometry, the same on every call.
 
     target_length is the largest target block the ranges allow, so no target patch is ever dropped.
@@ -321,94 +330,14 @@ def fixed_lengths(
     fixed seed: that share of contexts keeps every patch; the rest lose a few, chosen at random. On the
     paper's 16x16 grid: (158, 56); about 0.4% of context patches are dropped and a quarter of the context
     slots are padding."""
-    geometry = dict(n_targets=n_targets, target_scale=target_scale, target_aspect=target_aspect,
-                    context_scale=context_scale, context_aspect=context_aspect, min_context=min_context)  # fmt: skip
+    geometry = _check_geometry(geometry)
     gen = torch.Generator().manual_seed(0)
     # Block sizes are shared by a batch, so many small batches: 1,024 draws of the sizes, 4 images each.
-    counts = torch.cat([sample_multiblock_grids(4, grid, generator=gen, **geometry)[0].sum(dim=(1, 2))
-                        for _ in range(1024)]).double()  # fmt: skip
-    context_length = max(min_context, math.ceil(float(counts.quantile(quantile))))
-    return context_length, max_block_area(target_scale, target_aspect, grid)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# ablation strategies (the paper's masking-strategy table)
-
-
-def sample_random_masks(
-    batch_size: int, grid: Grid, *, target_ratio: float = 0.6, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """Random masking: M=1 target of round(target_ratio * N) random patches, context = the rest."""
-    _check_int("batch_size", batch_size, 1)
-    H, W = _as_grid(grid)
-    if not isinstance(target_ratio, numbers.Real) or not 0 < target_ratio < 1:
-        raise ValueError(f"target_ratio={target_ratio!r} must lie in (0, 1)")
-    n = H * W
-    kt = min(max(round(target_ratio * n), 1), n - 1)
-    chosen = torch.rand(batch_size, n, generator=generator).topk(kt, dim=1, sorted=False).indices
-    target = torch.zeros(batch_size, n, dtype=torch.bool).scatter_(1, chosen, True)
-    # nonzero() lists (row, col) pairs in raster order, so both index sets come out sorted.
-    target_idx = target.nonzero()[:, 1].view(batch_size, 1, kt)  # [B, 1, Kt]
-    return (~target).nonzero()[:, 1].view(batch_size, n - kt), target_idx
-
-
-def sample_block_masks(
-    batch_size: int,
-    grid: Grid,
-    *,
-    target_scale: tuple[float, float] = (0.6, 0.6),
-    target_aspect: tuple[float, float] = (0.75, 1.5),
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Single block: M=1 target block (size shared by the batch), context = its complement.
-
-    A block that would cover the whole grid is shrunk by one row or column so the context is never empty.
-    """
-    _check_int("batch_size", batch_size, 1)
-    H, W = _as_grid(grid)
-    ts = _check_range("target_scale", target_scale)
-    ta = _check_range("target_aspect", target_aspect, upper=None)
-    u = torch.rand(2, generator=generator, dtype=torch.float64).tolist()
-    h, w = block_size(_uniform(u[0], *ts), _uniform(u[1], *ta), (H, W))
-    if h * w == H * W:
-        h, w = (h, w - 1) if W >= H else (h - 1, w)
-    size = torch.tensor([h, w])
-    pos = _positions(batch_size, size.new_tensor([H, W]) - size + 1, generator)  # [B, 2]
-    context = _unpack_bits(~_row_bits(pos[:, 0], pos[:, 1], size, H, W), W).flatten(1)  # [B, N]
-    # Every row has the same count, and nonzero() lists (row, col) pairs in raster order: already sorted.
-    context_idx = context.nonzero()[:, 1].view(batch_size, H * W - h * w)
-    return context_idx, _block_indices(pos[:, 0], pos[:, 1], h, w, W)[:, None, :]
-
-
-def _quadrants(H: int, W: int) -> Tensor:
-    """Quadrant id [N] of each patch: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right."""
-    rows = (torch.arange(H) >= H // 2).long()
-    cols = (torch.arange(W) >= W // 2).long()
-    return (2 * rows[:, None] + cols[None, :]).flatten()
-
-
-def sample_rasterized_masks(
-    batch_size: int, grid: Grid, *, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """Rasterized: 4 quadrants, a random one is the context, the other 3 are M=3 targets (in quadrant order).
-
-    Quadrants split at (H//2, W//2). On odd grids they differ in size, so every quadrant is subsampled
-    uniformly at random to the smallest, (H//2)*(W//2) patches: Kc = Kt = (H//2)*(W//2) on every grid.
-    """
-    _check_int("batch_size", batch_size, 1)
-    H, W = _as_grid(grid)
-    q = (H // 2) * (W // 2)
-    quads = _quadrants(H, W)[None, :] == torch.arange(4)[:, None]  # [4, N]
-    chosen = torch.randint(0, 4, (batch_size,), generator=generator)  # context quadrant per image
-    # Quadrant order per image [B, 4]: the context quadrant first, then the three targets.
-    order = torch.tensor([[i] + [j for j in range(4) if j != i] for i in range(4)])[chosen]
-    if H % 2 == 0 and W % 2 == 0:
-        table = quads.nonzero()[:, 1].view(4, q)  # raster order within each quadrant
-        sel = table.index_select(0, order.flatten()).view(batch_size, 4, q)
-    else:
-        per_quad = subsample_sorted(quads.repeat(batch_size, 1), q, generator).view(batch_size, 4, q)
-        sel = per_quad.gather(1, order[:, :, None].expand(-1, -1, q))
-    return sel[:, 0].contiguous(), sel[:, 1:].contiguous()
+    counts = torch.cat(
+        [sample_multiblock_grids(4, grid, generator=gen, **geometry)[0].sum(dim=(1, 2)) for _ in range(1024)]
+    ).double()
+    context_length = max(geometry["min_context"], math.ceil(float(counts.quantile(quantile))))
+    return context_length, max_block_area(geometry["target_scale"], geometry["target_aspect"], grid)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -428,267 +357,3 @@ def masks_to_grid(idx: Tensor, grid: Grid) -> Tensor:
     out.scatter_(-1, idx.long() % (H * W + 1), True)  # -1 lands in the extra last slot, dropped below
     out = out[..., : H * W]
     return out.view(*idx.shape[:-1], H, W)
-
-
-def official_collator_sample(
-    batch_size: int,
-    grid: Grid,
-    *,
-    n_targets: int = 4,
-    target_scale: tuple[float, float] = (0.15, 0.2),
-    target_aspect: tuple[float, float] = (0.75, 1.5),
-    context_scale: tuple[float, float] = (0.85, 1.0),
-    context_aspect: tuple[float, float] = (1.0, 1.0),
-    min_keep: int = 4,
-    max_tries: int = 20,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """The official I-JEPA collator's behaviour, flaws included, re-implemented for the lesson of notebook 01.
-
-    Flaws kept: one random number drives both scale and aspect; block sides are clamped to H-1 / W-1 and
-    positions drawn with an exclusive bound `randint(0, H - h)`, so blocks never touch the last row/column;
-    contexts are equalised by truncation in raster order (the bottom rows go first). Where the original
-    retries forever (a block of <= min_keep patches), this raises RuntimeError after bounded tries.
-    Deliberately a per-image Python loop, like the original; defaults are the paper's config.
-    """
-    _check_int("batch_size", batch_size, 1)
-    H, W = _as_grid(grid)
-    _check_int("n_targets", n_targets, 1)
-    _check_int("max_tries", max_tries, 1)
-
-    def size(scale, aspect):
-        u = float(torch.rand(1, generator=generator))  # flaw: one draw for both scale and aspect
-        keep = int(H * W * _uniform(u, *scale))
-        h = round(math.sqrt(keep * _uniform(u, *aspect)))
-        w = round(math.sqrt(keep / _uniform(u, *aspect)))
-        return min(max(h, 1), H - 1), min(max(w, 1), W - 1)
-
-    def block(h, w):
-        top = int(torch.randint(0, H - h, (1,), generator=generator))  # flaw: exclusive upper bound
-        left = int(torch.randint(0, W - w, (1,), generator=generator))
-        mask = torch.zeros(H, W, dtype=torch.bool)
-        mask[top : top + h, left : left + w] = True
-        return mask
-
-    (h, w), (hc, wc) = size(target_scale, target_aspect), size(context_scale, context_aspect)
-    contexts, targets = [], []
-    for _ in range(batch_size):
-        image_targets = []
-        for _ in range(n_targets):
-            for _ in range(max_tries):
-                mask = block(h, w)
-                if mask.sum() > min_keep:
-                    break
-            else:
-                raise RuntimeError(
-                    f"a {h}x{w} target block never has more than min_keep={min_keep} patches: "
-                    f"the official collator would retry forever here"
-                )
-            image_targets.append(mask.flatten().nonzero()[:, 0])
-        # Context: block minus the targets; after each round of failures, one fewer target is removed.
-        for n_regions in range(n_targets, -1, -1):
-            for _ in range(max_tries):
-                mask = block(hc, wc).flatten()
-                for t in image_targets[:n_regions]:
-                    mask[t] = False
-                if mask.sum() > min_keep:
-                    break
-            else:
-                continue
-            break
-        else:
-            raise RuntimeError(
-                f"no context block of more than min_keep={min_keep} patches: the original loops forever"
-            )
-        contexts.append(mask.nonzero()[:, 0])
-        targets.append(image_targets)
-    kc = min(len(c) for c in contexts)
-    kt = min(len(t) for ts in targets for t in ts)
-    context_idx = torch.stack([c[:kc] for c in contexts])  # flaw: raster truncation
-    target_idx = torch.stack([torch.stack([t[:kt] for t in ts]) for ts in targets])
-    return context_idx, target_idx
-
-
-# ----------------------------------------------------------------------------------------------------------
-# batch and collators
-
-
-@dataclass
-class Batch:
-    """A training batch: images [B, C, H, W], context_idx [B, Kc], target_idx [B, M, Kt], labels [B],
-    context_valid [B, Kc] (bool, True for a real context token) when contexts are padded, else None, and
-    target_valid [B, M, Kt] (True for a real target patch) when target blocks are padded, else None."""
-
-    images: Tensor
-    context_idx: Tensor
-    target_idx: Tensor
-    labels: Tensor | None = None
-    context_valid: Tensor | None = None
-    target_valid: Tensor | None = None
-
-    @classmethod
-    def from_masks(
-        cls,
-        images: Tensor,
-        context_idx: Tensor,
-        target_idx: Tensor,
-        labels=None,
-        *,
-        always_valid: bool = False,
-    ) -> Batch:
-        """A batch from a sampler's masks: -1 padding becomes `context_valid` / `target_valid`, and the padded
-        slots repeat their row's (or block's) first patch: a valid index to gather, ignored by attention and
-        by the loss. `always_valid`: give both masks even where nothing is padded (the same inputs to a
-        compiled step every time)."""
-        context_idx, context_valid = _unpad(context_idx, always_valid)
-        target_idx, target_valid = _unpad(target_idx, always_valid)
-        return cls(images, context_idx, target_idx, labels, context_valid, target_valid)
-
-    def _map(self, fn) -> Batch:
-        f = lambda t: None if t is None else fn(t)  # noqa: E731
-        return Batch(f(self.images), f(self.context_idx), f(self.target_idx), f(self.labels),
-                     f(self.context_valid), f(self.target_valid))  # fmt: skip
-
-    def to(self, device, non_blocking: bool = False) -> Batch:
-        """Move every tensor to `device`."""
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
-
-    def pin_memory(self) -> Batch:
-        """Page-lock every tensor, so DataLoader(pin_memory=True) works."""
-        return self._map(lambda t: t.pin_memory())
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-
-def _unpad(idx: Tensor, always: bool = False) -> tuple[Tensor, Tensor | None]:
-    """Indices [..., K] with -1 padding -> (indices with each pad replaced by its row's first, valid [..., K]),
-    or (idx, None) when nothing is padded (unless `always`)."""
-    if not always and (idx.numel() == 0 or int(idx.min()) >= 0):
-        return idx, None
-    valid = idx >= 0
-    return torch.where(valid, idx, idx[..., :1]), valid
-
-
-def _mix(*values: int) -> int:
-    """Deterministic 63-bit seed from a few ints."""
-    seed = 0
-    for v in values:
-        seed = (seed * 1_000_003 + int(v)) % 2**63
-    return seed
-
-
-class MaskCollator:
-    """DataLoader `collate_fn` that stacks (image, label[, key]) samples and draws masks for them.
-
-    With keys `(step, slot, global_batch)` the masks depend only on (seed, step): masks for the whole global
-    batch are drawn and the rows at each sample's slot returned, so any split of a global batch across
-    processes gives the same masks as one process. Without keys the generator is seeded from (seed, epoch,
-    worker id, call counter): reproducible, and different in each worker; call `set_epoch` each epoch if the
-    DataLoader's workers are not persistent (their counters restart).
-    """
-
-    def __init__(self, grid: Grid, *, seed: int = 0, **mask_kwargs):
-        self.grid = _as_grid(grid)
-        self.seed = _check_int("seed", seed, 0)
-        self.mask_kwargs = mask_kwargs
-        self.fixed_shapes = mask_kwargs.get("context_fill") == "fixed"  # batches always carry valid masks
-        self.epoch = 0
-        self._calls = 0
-        self.sample(1, torch.Generator().manual_seed(0))  # validate the arguments now, not in a worker
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Draw context_idx [B, Kc] and target_idx [B, M, Kt]."""
-        raise NotImplementedError
-
-    def set_epoch(self, epoch: int) -> None:
-        """Fold the epoch into the seed of key-less batches."""
-        self.epoch = _check_int("epoch", epoch, 0)
-
-    def __call__(self, samples: list[tuple]) -> Batch:
-        if len(samples) == 0:
-            raise ValueError("samples is empty: the collator needs at least one sample")
-        parts = [
-            (s, None, None) if isinstance(s, Tensor) else tuple(s) + (None,) * (3 - len(s)) for s in samples
-        ]
-        if any(len(p) != 3 for p in parts):
-            raise ValueError("each sample must be image, (image,), (image, label) or (image, label, key)")
-        images = torch.stack([torch.as_tensor(p[0]) for p in parts])
-        images = images if images.is_floating_point() else images.float()
-        labels = None
-        if all(p[1] is not None for p in parts):
-            labels = torch.tensor([int(p[1]) for p in parts], dtype=torch.long)
-        keys = [p[2] for p in parts]
-        if all(k is None for k in keys):
-            info = get_worker_info()
-            seed = _mix(self.seed, self.epoch, 0 if info is None else info.id, self._calls)
-            self._calls += 1
-            context_idx, target_idx = self.sample(len(samples), torch.Generator().manual_seed(seed))
-        else:
-            context_idx, target_idx = self._keyed(keys)
-        return Batch.from_masks(images, context_idx, target_idx, labels, always_valid=self.fixed_shapes)
-
-    def _keyed(self, keys: list) -> tuple[Tensor, Tensor]:
-        """Rows of the global batch's masks at each key's slot."""
-        try:
-            keys = [tuple(int(v) for v in k) for k in keys]
-        except TypeError:
-            raise ValueError(
-                "either every sample carries a key (step, slot, global_batch) or none does"
-            ) from None
-        if any(len(k) != 3 for k in keys):
-            raise ValueError(f"key={keys[0]!r}: each key must be (step, slot, global_batch)")
-        step, _, global_batch = keys[0]
-        if any(k[0] != step or k[2] != global_batch for k in keys):
-            raise ValueError(f"keys must share step and global_batch within a batch, got {sorted(set(keys))}")
-        _check_int("step", step, 0)
-        _check_int("global_batch", global_batch, 1)
-        slots = torch.tensor([k[1] for k in keys])
-        if int(slots.min()) < 0 or int(slots.max()) >= global_batch:
-            raise ValueError(f"slot values {slots.tolist()} must lie in [0, global_batch={global_batch})")
-        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % 2**63)
-        context_idx, target_idx = self.sample(global_batch, generator)
-        return context_idx.index_select(0, slots), target_idx.index_select(0, slots)
-
-
-class MultiBlockMaskCollator(MaskCollator):
-    """The paper's multi-block masks (kwargs of `sample_masks`)."""
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return sample_masks(batch_size, self.grid, generator=generator, **self.mask_kwargs)
-
-
-class RandomMaskCollator(MaskCollator):
-    """Random-patch masks (kwargs of `sample_random_masks`)."""
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return sample_random_masks(batch_size, self.grid, generator=generator, **self.mask_kwargs)
-
-
-class BlockMaskCollator(MaskCollator):
-    """Single-block masks (kwargs of `sample_block_masks`)."""
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return sample_block_masks(batch_size, self.grid, generator=generator, **self.mask_kwargs)
-
-
-class RasterizedMaskCollator(MaskCollator):
-    """Quadrant masks (`sample_rasterized_masks`)."""
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return sample_rasterized_masks(batch_size, self.grid, generator=generator, **self.mask_kwargs)
-
-
-COLLATORS: dict[str, type[MaskCollator]] = {
-    "multiblock": MultiBlockMaskCollator,
-    "random": RandomMaskCollator,
-    "block": BlockMaskCollator,
-    "rasterized": RasterizedMaskCollator,
-}
-
-
-def make_collator(strategy: str, grid: Grid, *, seed: int = 0, **kwargs) -> MaskCollator:
-    """Collator for a masking strategy: 'multiblock' (the paper's), 'random', 'block' or 'rasterized'."""
-    if strategy not in COLLATORS:
-        raise ValueError(f"strategy={strategy!r} is not one of {sorted(COLLATORS)}")
-    return COLLATORS[strategy](grid, seed=seed, **kwargs)

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import registry
+from .collate import Batch
 from .ema import ema_update
-from .masks import Batch
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, gather_tokens, patchify
 
 __all__ = [
@@ -31,16 +32,17 @@ __all__ = [
     "METHODS",
 ]
 
-TARGET_MODES = ("ema", "online_stopgrad", "online")
+TARGET_MODES = registry.TARGET_MODES
 
 
 def ijepa_loss(pred: Tensor, target: Tensor, kind: str = "smooth_l1", valid: Tensor | None = None) -> Tensor:
-    """Distance between predicted and target representations, averaged: smooth-L1 (official code) or L2 (paper).
+    """Distance between predicted and target representations, averaged: smooth-L1 (official code) or L2
+    (paper).
 
     pred, target [..., K, D]; `valid` [..., K] (bool) keeps padded targets out of the average."""
-    losses = {"smooth_l1": F.smooth_l1_loss, "l2": F.mse_loss}
+    losses = {"smooth_l1": F.smooth_l1_loss, "l2": F.mse_loss}  # the names of registry.LOSSES
     if kind not in losses:
-        raise ValueError(f"loss {kind!r} is not one of 'smooth_l1', 'l2'")
+        raise ValueError(f"loss {kind!r} is not one of {', '.join(losses)}")
     if valid is None:
         return losses[kind](pred, target)
     return masked_mean(losses[kind](pred, target, reduction="none"), valid)
@@ -63,7 +65,8 @@ class IJEPA(nn.Module):
 
     `target_mode` is for the collapse lab: 'ema' (I-JEPA), 'online_stopgrad' (target = the context encoder
     itself under stop-gradient, i.e. momentum 0), 'online' (no stop-gradient: gradients flow into the target).
-    `crop_scale` (lo, hi): each training image is first randomly cropped and resized, as in the official recipe.
+    `crop_scale` (lo, hi): each training image is first randomly cropped and resized, as in the official
+    recipe.
     """
 
     def __init__(
@@ -127,7 +130,8 @@ class MAE(nn.Module):
     pixels of every target patch; loss on the target patches only.
 
     `per_block`: decode each target block in its own pass, as I-JEPA's predictor does (with multi-block masks
-    this is I-JEPA with pixel targets). Otherwise every target patch is decoded in one joint pass, as MAE does;
+    this is I-JEPA with pixel targets). Otherwise every target patch is decoded in one joint pass, as MAE
+    does;
     with overlapping target blocks a patch then appears once per block that covers it."""
 
     def __init__(

@@ -15,6 +15,7 @@ import timm
 import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 __all__ = [
@@ -111,9 +112,14 @@ class ViTEncoder(nn.Module):
             if embed_dim % num_heads != 0:
                 raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
             vit = timm.models.vision_transformer.VisionTransformer(
-                patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                qkv_bias=True, **common,
-            )  # fmt: skip
+                patch_size=patch_size,
+                embed_dim=embed_dim,
+                depth=depth,
+                num_heads=num_heads,
+                mlp_ratio=mlp_ratio,
+                qkv_bias=True,
+                **common,
+            )
         self.patch_embed = vit.patch_embed
         self.blocks = vit.blocks
         self.norm = vit.norm
@@ -235,7 +241,8 @@ class PixelDecoder(Predictor):
 
 
 class ProjectionHead(nn.Module):
-    """Two-layer MLP on pooled features, the projector of SimCLR-style invariant methods: [B, D] -> [B, out]."""
+    """Two-layer MLP on pooled features, the projector of SimCLR-style invariant methods: [B, D] -> [B,
+    out]."""
 
     def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 128) -> None:
         super().__init__()
@@ -269,13 +276,12 @@ def attention_kernels(device: torch.device | str) -> contextlib.AbstractContextM
     new length: on an H100 that cost 2-4 ms of host time per attention call and left the GPU idle."""
     if torch.device(device).type != "cuda":
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
+def _init_weights(m: nn.Module, weights: tuple[type, ...] = (nn.Linear,)) -> None:
+    """Truncated-normal (std 0.02) weights, zero biases for the `weights` layer types; LayerNorm 1 and 0."""
+    if isinstance(m, weights):
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
@@ -290,13 +296,7 @@ def official_init_(module: nn.Module) -> None:
     its weights, rescales the residual branches by depth, then redraws every Linear weight, so the depth
     rescale is undone: this is what it trains from."""
     for m in module.modules():
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        _init_weights(m, (nn.Linear, nn.Conv2d))
 
 
 def depth_rescale_(blocks: nn.ModuleList) -> None:

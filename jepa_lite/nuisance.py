@@ -24,9 +24,11 @@ import math
 import torch
 from torch import Tensor
 
+from .registry import NUISANCE_KINDS
+
 __all__ = ["KINDS", "BACKGROUND", "nuisance_pattern", "background_mask", "add_nuisance", "with_nuisance"]
 
-KINDS = ("noise", "stripes")
+KINDS = NUISANCE_KINDS
 BACKGROUND = 10  # uint8 grey level at or below which a Fashion-MNIST pixel counts as background
 STRIPE_PERIODS = (3.0, 8.0)  # px: from fine stripes to a few bands across a 28-px image
 
@@ -47,8 +49,9 @@ def nuisance_pattern(n: int, size: int, kind: str, generator: torch.Generator) -
     lo, hi = STRIPE_PERIODS
     period = lo + (hi - lo) * torch.rand(n, 1, 1, generator=generator)
     phase = 2 * math.pi * torch.rand(n, 1, 1, generator=generator)
-    y, x = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                          indexing="ij")  # fmt: skip
+    y, x = torch.meshgrid(
+        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
+    )
     wave = (x * torch.cos(angle) + y * torch.sin(angle)) * (2 * math.pi / period) + phase
     return 0.5 + 0.5 * torch.cos(wave)
 

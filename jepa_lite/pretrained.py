@@ -25,10 +25,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .build import build_encoder, build_method, build_split, total_steps_of
 from .checkpoint import export_weights, load_weights
 from .config import config_from_dict, config_to_dict
-from .experiments import MAE_PRESET, ProbeSets, make_config, write_json
-from .train import build_encoder, build_method, total_steps_of, train
+from .evaluate import knn_accuracy
+from .experiments import MAE_PRESET, make_config
+from .features import extract_features
+from .grid import ProbeSets, write_json
+from .registry import METHOD_NAMES, TRAIN_SIZES
+from .train import train
 
 __all__ = [
     "RECIPES",
@@ -104,7 +109,8 @@ def _paths(name: str, root: str | Path | None) -> tuple[Path, Path]:
 
 
 def available(root: str | Path | None = None) -> list[str]:
-    """Names of the course checkpoints whose weights and card are present (in `root`, default the package's)."""
+    """Names of the course checkpoints whose weights and card are present (in `root`, default the
+    package's)."""
     return [n for n in RECIPES if all(p.is_file() for p in _paths(n, root))]
 
 
@@ -142,8 +148,6 @@ def compute_curves(root: str | Path | None = None) -> tuple[dict[str, list[dict]
     """The snapshot probes of every course checkpoint present, as `viz.plot_accuracy_vs_compute` takes them
     ({"I-JEPA": [{"train_minutes": t, "linear_probe": ..., "knn": ...}, ...], ...}), and a title naming
     where they were trained. Empty when none is present."""
-    from .viz import METHOD_NAMES
-
     cards = {n: card(n, root) for n in available(root)}
     curves = {METHOD_NAMES[c["method"]]: c["snapshots"] for c in cards.values()}
     devices = sorted({c.get("trained_on", "?") for c in cards.values()})
@@ -158,9 +162,6 @@ def compute_curves(root: str | Path | None = None) -> tuple[dict[str, list[dict]
 def knn_check(encoder: nn.Module, cfg, *, quick: bool = False) -> float:
     """k-NN accuracy (%) on the fixed subsets `KNN_CHECK` (first 10,000 train / 2,000 test images): cheap
     enough for a test, sensitive to a wrong or damaged file."""
-    from .evaluate import extract_features, knn_accuracy
-    from .train import build_split
-
     n_train, n_test = (300, 100) if quick else (KNN_CHECK["train"], KNN_CHECK["test"])
     train = build_split(cfg, train=True, limit=n_train)
     test = build_split(cfg, train=False, limit=n_test)
@@ -216,12 +217,13 @@ def retrain(
         cfg.ckpt_every, cfg.keep_last = (0, 1) if quick else (500, 1)
         work = Path(work_dir) / name
         work.mkdir(parents=True, exist_ok=True)
-        total = total_steps_of(cfg, cfg.data.limit or 60_000)[1]
+        total = total_steps_of(cfg, cfg.data.limit or TRAIN_SIZES[cfg.data.name])[1]
         steps = _snapshot_steps(total)
         print(f"course checkpoint {name}: {total} steps, snapshots after {steps}", flush=True)
         t0 = time.perf_counter()
-        result = train(cfg, run_dir=work / "run", resume="auto", progress=progress,
-                       on_step=_snapshot_saver(work, steps))  # fmt: skip
+        result = train(
+            cfg, run_dir=work / "run", resume="auto", progress=progress, on_step=_snapshot_saver(work, steps)
+        )
         wall = time.perf_counter() - t0
         # Compute is steps x the median step time: robust to the stretches when other jobs shared the CPU (or
         # the run was paused), which a plain sum of step times would count as training.
@@ -234,10 +236,16 @@ def retrain(
             if not record.exists():
                 enc = load_weights(build_encoder(cfg, in_chans=1), work / f"snap-{s:08d}.safetensors")
                 print(f"  probing the snapshot after step {s}", flush=True)
-                write_json(record, {"step": s, "fraction": s / total,
-                                    "train_minutes": round(s * step_seconds / 60, 2),
-                                    "train_minutes_summed": round(sum(seconds[:s]) / 60, 2),
-                                    **probes.evaluate(enc, progress=progress)})  # fmt: skip
+                write_json(
+                    record,
+                    {
+                        "step": s,
+                        "fraction": s / total,
+                        "train_minutes": round(s * step_seconds / 60, 2),
+                        "train_minutes_summed": round(sum(seconds[:s]) / 60, 2),
+                        **probes.evaluate(enc, progress=progress),
+                    },
+                )
             snapshots.append(json.loads(record.read_text()))
         # Ship float16 where the probes of the rounded weights stay within HALF_TOLERANCE of float32's.
         state = {k: v.detach().cpu().contiguous() for k, v in result.method.state_dict().items()}
@@ -248,33 +256,58 @@ def retrain(
         metrics = ("linear_probe", "knn", "low_shot")
         use_half = all(abs(half_probes[m] - snapshots[-1][m]) < HALF_TOLERANCE for m in metrics)
         shipped = _half(state) if use_half else state
-        info = {"name": name, "about": recipe.about, "method": cfg.method.name, "seed": recipe.seed,
-                "overrides": list(recipe.overrides), "command": COMMAND.format(name=name),
-                "pretrain_command": " ".join(["python scripts/pretrain.py", f"--config {BASE} --name course-{name}",
-                                              *recipe.overrides, f"seed={recipe.seed}"]),
-                "config": config_to_dict(cfg), "steps": result.step, "epochs": cfg.optim.epochs,
-                "train_minutes": round(result.step * step_seconds / 60, 1), "step_seconds_median": round(step_seconds, 4),
-                "train_minutes_summed": round(sum(seconds) / 60, 1), "wall_minutes_this_call": round(wall / 60, 1),
-                "trained_on": _device_name(), "dtype": "float16" if use_half else "float32",
-                "probes": half_probes if use_half else snapshots[-1], "probes_float32": snapshots[-1],
-                "snapshots": snapshots, "loss_curve": _loss_curve(result.history), "quick": quick}  # fmt: skip
+        info = {
+            "name": name,
+            "about": recipe.about,
+            "method": cfg.method.name,
+            "seed": recipe.seed,
+            "overrides": list(recipe.overrides),
+            "command": COMMAND.format(name=name),
+            "pretrain_command": " ".join(
+                [
+                    "python scripts/pretrain.py",
+                    f"--config {BASE} --name course-{name}",
+                    *recipe.overrides,
+                    f"seed={recipe.seed}",
+                ]
+            ),
+            "config": config_to_dict(cfg),
+            "steps": result.step,
+            "epochs": cfg.optim.epochs,
+            "train_minutes": round(result.step * step_seconds / 60, 1),
+            "step_seconds_median": round(step_seconds, 4),
+            "train_minutes_summed": round(sum(seconds) / 60, 1),
+            "wall_minutes_this_call": round(wall / 60, 1),
+            "trained_on": _device_name(),
+            "dtype": "float16" if use_half else "float32",
+            "probes": half_probes if use_half else snapshots[-1],
+            "probes_float32": snapshots[-1],
+            "snapshots": snapshots,
+            "loss_curve": _loss_curve(result.history),
+            "quick": quick,
+        }
         weights, card_path = _paths(name, out)
         tmp = weights.with_name(weights.name + ".tmp")
         save_file(shipped, str(tmp), metadata={"name": name, "config": json.dumps(info["config"])})
         os.chmod(tmp, 0o644)  # safetensors writes owner-only files; these are shipped
         os.replace(tmp, weights)
-        info["knn_check"] = {**({"train": 300, "test": 100} if quick else KNN_CHECK),
-                             "knn": knn_check(_load_state(cfg, weights), cfg, quick=quick)}  # fmt: skip
+        info["knn_check"] = {
+            **({"train": 300, "test": 100} if quick else KNN_CHECK),
+            "knn": knn_check(_load_state(cfg, weights), cfg, quick=quick),
+        }
         write_json(card_path, info)
         cards[name] = info
     return cards
 
 
 def _loss_curve(history: list[dict], points: int = 200) -> list[list[float]]:
-    """[[step, mean loss], ...] over at most `points` equal windows of the run (a small card, a smooth curve)."""
+    """[[step, mean loss], ...] over at most `points` equal windows of the run (a small card, a smooth
+    curve)."""
     window = max(1, len(history) // points)
-    return [[history[i]["step"], sum(r["loss"] for r in history[i : i + window]) / len(history[i : i + window])]
-            for i in range(0, len(history), window)]  # fmt: skip
+    return [
+        [history[i]["step"], sum(r["loss"] for r in history[i : i + window]) / len(history[i : i + window])]
+        for i in range(0, len(history), window)
+    ]
 
 
 def _load_state(cfg, weights: Path) -> nn.Module:

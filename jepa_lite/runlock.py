@@ -67,11 +67,16 @@ class RunLock:
                 if _alive(holder, age):
                     raise RunFolderInUse(
                         f"run folder {self.path.parent} is in use by process {holder.get('pid')} on "
-                        f"{holder.get('host')} (since {holder.get('since')}, alive {age:.0f} s ago): two runs in "
-                        "one folder would mix their checkpoints. Wait for it, stop it, or choose another --name / --out."
+                        f"{holder.get('host')} (since {holder.get('since')}, alive {age:.0f} s ago): two "
+                        "runs in one folder would mix their checkpoints. Wait for it, stop it, or choose "
+                        "another --name / --out."
                     ) from None
-                print(f"run folder {self.path.parent}: taking over the lock of process {holder.get('pid')} on "
-                      f"{holder.get('host')}, which is gone", file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"run folder {self.path.parent}: taking over the lock of process {holder.get('pid')} on "
+                    f"{holder.get('host')}, which is gone",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w") as f:
@@ -84,7 +89,8 @@ class RunLock:
         )
 
     def heartbeat(self) -> None:
-        """Refresh the lock's modification time (at most every HEARTBEAT_EVERY s), so other hosts see us alive."""
+        """Refresh the lock's modification time (at most every HEARTBEAT_EVERY s), so other hosts see us
+        alive."""
         if self.held and time.monotonic() - self._beat > HEARTBEAT_EVERY:
             self._beat = time.monotonic()
             try:

@@ -10,7 +10,7 @@
 comparison) in this process: a few warm-up calls, then `--repeats` timed repeats of a few calls each; the
 figure is the median. DataLoader workers run torch with one thread; pass `--threads 1` to match them.
 
-`step` builds the method of a packaged config with `jepa_lite.train.build_method` and times full optimizer
+`step` builds the method of a packaged config with `jepa_lite.build.build_method` and times full optimizer
 steps (forward, backward, fused AdamW on CUDA, EMA update) on synthetic images with real multi-block masks on
 the present device (CUDA if available): images/s and step time (medians), peak CUDA memory, and MFU from the
 analytic FLOPs of `jepa_lite.flops` at the Kc/Kt actually drawn (real tokens: padding is not model work).
@@ -30,7 +30,6 @@ import json
 import math
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -38,14 +37,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from jepa_lite.masks import Batch, make_collator, official_collator_sample  # noqa: E402
+from jepa_lite.collate import Batch, make_collator
+from jepa_lite.mask_strategies import official_collator_sample
 
 STRATEGIES = ["multiblock", "random", "block", "rasterized", "official"]
 # `step --model` -> the packaged config whose method is timed.
 STEP_MODELS = {
-    "tiny": "fmnist_grid",  # the 4-deep Fashion-MNIST ViT of the experiment grid (the CPU figures of docs/scaling.md)
+    # the 4-deep Fashion-MNIST ViT of the experiment grid (the CPU figures of docs/scaling.md)
+    "tiny": "fmnist_grid",
     "course": "fmnist_vit_tiny",  # the course's default run: the same ViT 2 deep
     "vit_base_patch16_224": "in1k_vitb16_ep600",
     "vit_large_patch16_224": "in1k_vitl16_ep600",
@@ -105,11 +104,11 @@ def bench_masks(args: argparse.Namespace) -> list[dict]:
 
 def bench_step(args: argparse.Namespace) -> list[dict]:
     """Images/s, median step time, peak CUDA memory and MFU of I-JEPA training steps of one model."""
+    from jepa_lite.build import build_collator, build_method
     from jepa_lite.config import load_config
     from jepa_lite.flops import ijepa_step_flops, mfu
     from jepa_lite.models import attention_kernels
     from jepa_lite.schedules import param_groups
-    from jepa_lite.train import build_collator, build_method
 
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
         raise ValueError(f"--batch {args.batch} and --steps {args.steps} must be >= 1, --warmup >= 0")
@@ -169,22 +168,44 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
     flops = ijepa_step_flops(cfg, kc=kc, kt=kt, n_targets=tgt.shape[1]).total * args.batch
     util = mfu(flops / median, name)
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
-    fields = dict(model=args.model, batch=args.batch, precision=args.precision, compile=args.compile,
-                  fill=args.fill, cudnn_attention=args.cudnn_attention, device=name)  # fmt: skip
+    fields = dict(
+        model=args.model,
+        batch=args.batch,
+        precision=args.precision,
+        compile=args.compile,
+        fill=args.fill,
+        cudnn_attention=args.cudnn_attention,
+        device=name,
+    )
     head = f"step {args.model} " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "model")
     rate = args.batch / median
     print(f"{head}: {rate:,.1f} images/s (median of {len(times)})", flush=True)
     print(f"{head}: {median * 1e3:,.1f} ms per step (median of {len(times)})", flush=True)
     print(f"{head}: peak memory " + (f"{peak / 2**30:.2f} GiB" if peak is not None else "n/a (not CUDA)"))
     mfu_text = f"{100 * util:.1f}%" if util is not None else "n/a (no bf16 peak for this device)"
-    print(f"{head}: MFU {mfu_text} ({flops / median / 1e12:.3f} model TFLOP/s, "
-          f"{flops / args.batch / 1e9:.2f} GFLOPs per image, Kc {kc:.1f} of {kc_shape:.0f} slots, Kt {kt:.1f})",
-          flush=True)  # fmt: skip
-    row = dict(name=f"step {args.model}", **fields, images_per_s=rate, median_step_s=median,
-               min_step_s=min(times), max_step_s=max(times), steps=len(times), warmup=args.warmup,
-               peak_memory_bytes=peak, flops_per_step=flops, model_flops_per_s=flops / median, mfu=util,
-               context_tokens=kc, context_slots=kc_shape, target_tokens=kt,
-               config=STEP_MODELS[args.model])  # fmt: skip
+    print(
+        f"{head}: MFU {mfu_text} ({flops / median / 1e12:.3f} model TFLOP/s, "
+        f"{flops / args.batch / 1e9:.2f} GFLOPs per image, Kc {kc:.1f} of {kc_shape:.0f} slots, Kt {kt:.1f})",
+        flush=True,
+    )
+    row = dict(
+        name=f"step {args.model}",
+        **fields,
+        images_per_s=rate,
+        median_step_s=median,
+        min_step_s=min(times),
+        max_step_s=max(times),
+        steps=len(times),
+        warmup=args.warmup,
+        peak_memory_bytes=peak,
+        flops_per_step=flops,
+        model_flops_per_s=flops / median,
+        mfu=util,
+        context_tokens=kc,
+        context_slots=kc_shape,
+        target_tokens=kt,
+        config=STEP_MODELS[args.model],
+    )
     if args.reference:
         del method, optimizer, collator  # free the I-JEPA step's memory first
         ref = bench_reference(cfg, args, device, in_chans)
@@ -200,11 +221,12 @@ def _real_tokens(idx: torch.Tensor, valid: torch.Tensor | None) -> float:
 
 
 def bench_reference(cfg, args: argparse.Namespace, device: torch.device, in_chans: int) -> dict:
-    """The yardstick of `step --reference`: the config's encoder as a plain ViT classifier (mean-pooled tokens,
+    """The yardstick of `step --reference`: the config's encoder as a plain ViT classifier (mean-pooled
+    tokens,
     a linear head) training on whole images with the same batch, precision, optimizer and compile setting."""
+    from jepa_lite.build import build_encoder
     from jepa_lite.flops import mfu, plain_vit_step_flops
     from jepa_lite.models import attention_kernels
-    from jepa_lite.train import build_encoder
 
     torch.manual_seed(0)
     encoder = build_encoder(cfg, in_chans)
@@ -246,12 +268,19 @@ def bench_reference(cfg, args: argparse.Namespace, device: torch.device, in_chan
         f"{median * 1e3:,.1f} ms per step, {mfu_text} ({flops / median / 1e12:.3f} model TFLOP/s)",
         flush=True,
     )
-    return dict(images_per_s=args.batch / median, median_step_s=median, steps=len(times),
-                flops_per_step=flops, model_flops_per_s=flops / median, mfu=util)  # fmt: skip
+    return dict(
+        images_per_s=args.batch / median,
+        median_step_s=median,
+        steps=len(times),
+        flops_per_step=flops,
+        model_flops_per_s=flops / median,
+        mfu=util,
+    )
 
 
 def profile_steps(one_step: Callable, next_batch: Callable, steps: int, cuda: bool, rows: int = 25) -> None:
-    """Run `steps` more steps under torch.profiler and print the ops that took the most device (or CPU) time."""
+    """Run `steps` more steps under torch.profiler and print the ops that took the most device (or CPU)
+    time."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -297,19 +326,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     step = sub.add_parser("step", parents=[common], help="training-step throughput, memory and MFU")
     step.add_argument("--model", default="tiny", choices=[*sorted(STEP_MODELS), "vit_huge_patch14"])
     step.add_argument("--batch", type=int, default=128, help="images per step on this device")
-    step.add_argument("--precision", default=None, choices=["bf16", "no"],
-                      help="autocast dtype (default: bf16 on CUDA, no on CPU)")  # fmt: skip
+    step.add_argument(
+        "--precision",
+        default=None,
+        choices=["bf16", "no"],
+        help="autocast dtype (default: bf16 on CUDA, no on CPU)",
+    )
     step.add_argument("--compile", action="store_true", help="torch.compile the method first")
     step.add_argument("--steps", type=int, default=10, help="timed optimizer steps; the median is reported")
-    step.add_argument("--cudnn-attention", action="store_true",
-                      help="let PyTorch pick cuDNN's attention (its default on Hopper), which jepa_lite.train avoids")  # fmt: skip
-    step.add_argument("--profile", type=int, default=0, metavar="N",
-                      help="after timing, profile N more steps and print the top ops")  # fmt: skip
+    step.add_argument(
+        "--cudnn-attention",
+        action="store_true",
+        help="let PyTorch pick cuDNN's attention (its default on Hopper), which jepa_lite.train avoids",
+    )
+    step.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after timing, profile N more steps and print the top ops",
+    )
     step.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    step.add_argument("--fill", default="subsample", choices=["subsample", "pad", "fixed"],
-                      help="mask.context_fill: fixed gives every step the same shapes (default: subsample)")  # fmt: skip
-    step.add_argument("--reference", action="store_true",
-                      help="also time a plain ViT of the same size and report the MFU ratio")  # fmt: skip
+    step.add_argument(
+        "--fill",
+        default="subsample",
+        choices=["subsample", "pad", "fixed"],
+        help="mask.context_fill: fixed gives every step the same shapes (default: subsample)",
+    )
+    step.add_argument(
+        "--reference",
+        action="store_true",
+        help="also time a plain ViT of the same size and report the MFU ratio",
+    )
     step.set_defaults(func=bench_step, warmup=2)
 
     args = parser.parse_args(argv)

@@ -61,16 +61,25 @@ def table(runs: list[dict]) -> str:
     lines.append(
         "| trained target encoder | " + " | ".join(_cell([r[m] for r in runs]) for m in METRICS) + " |"
     )
-    lines.append("| same ViT at initialisation | " + " | ".join(_cell([r["init"][m] for r in runs]) for m in METRICS) + " |")  # fmt: skip
+    lines.append(
+        "| same ViT at initialisation | "
+        + " | ".join(_cell([r["init"][m] for r in runs]) for m in METRICS)
+        + " |"
+    )
     gains = [_cell([r[m] - r["init"][m] for r in runs]) for m in METRICS[:3]]
     lines.append("| **gain (trained - init)** | " + " | ".join(f"**{g}**" for g in gains) + " | |")
-    lines += ["", "| seed | steps | training min | probes min | wall min in all | gain: linear / k-NN / low-shot |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "| seed | steps | training min | probes min | wall min in all | gain: linear / k-NN / low-shot |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in runs:
         gain = " / ".join(f"{r[m] - r['init'][m]:+.1f}" for m in METRICS[:3])
         mark = " *" if "note" in r else ""
-        lines.append(f"| {r['seed']}{mark} | {r['steps']} | {r['train_seconds'] / 60:.1f} | {r['eval_seconds'] / 60:.1f} | "
-                     f"{r['wall_seconds'] / 60:.1f} | {gain} |")  # fmt: skip
+        lines.append(
+            f"| {r['seed']}{mark} | {r['steps']} | {r['train_seconds'] / 60:.1f} | "
+            f"{r['eval_seconds'] / 60:.1f} | {r['wall_seconds'] / 60:.1f} | {gain} |"
+        )
     notes = [f"\\* seed {r['seed']}: {r['note']}." for r in runs if "note" in r]
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
@@ -90,10 +99,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         r.setdefault("seed", seed)
     if not runs:
         raise SystemExit(f"no seed results in {folder}; run without --summary-only")
-    head = ("Written by `python scripts/default_run.py`: the course's default run (`python scripts/pretrain.py "
-            f"seed=N`, config `fmnist_vit_tiny`) for {len(runs)} seed(s), each in its own process on a 2-core CPU. "
-            "Accuracies in % on all 60,000 training / 10,000 test images of Fashion-MNIST; mean ± std over "
-            "seeds. The initialisation row is the same network before training, probed the same way.\n\n")  # fmt: skip
+    head = (
+        "Written by `python scripts/default_run.py`: the course's default run (`python scripts/pretrain.py "
+        f"seed=N`, config `fmnist_vit_tiny`) for {len(runs)} seed(s), each in its own process on a 2-core "
+        "CPU. "
+        "Accuracies in % on all 60,000 training / 10,000 test images of Fashion-MNIST; mean ± std over "
+        "seeds. The initialisation row is the same network before training, probed the same way.\n\n"
+    )
     text = head + table(runs)
     (Path(args.out) / "default_run.md").write_text(text)
     print(text)

@@ -9,14 +9,14 @@
 
 PATH is a jepa_lite run folder (config.json + target_encoder/encoder .safetensors), an official I-JEPA
 `.pth.tar` or a Hugging Face IJepaModel directory (see jepa_lite/interop.py). When --image-size differs from
-the encoder's, its 2-D positional grid is interpolated; grey images are repeated to 3 channels for RGB encoders.
+the encoder's, its 2-D positional grid is interpolated; grey images are repeated to 3 channels for RGB
+encoders.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,12 +24,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from jepa_lite.data import DATASETS, build_dataset, dataset_info  # noqa: E402
-from jepa_lite.evaluate import PROBE_VERSION, evaluate_features, extract_features, low_shot_indices  # noqa: E402
-from jepa_lite.interop import load_encoder, set_image_size_  # noqa: E402
-from jepa_lite.models import count_parameters  # noqa: E402
+from jepa_lite.data import DATASETS, build_dataset, dataset_info
+from jepa_lite.evaluate import PROBE_VERSION, evaluate_features, low_shot_indices
+from jepa_lite.features import extract_features
+from jepa_lite.interop import load_encoder, set_image_size_
+from jepa_lite.models import count_parameters
 
 METRICS = ("linear_probe", "knn", "low_shot", "rankme")
 
@@ -136,8 +135,10 @@ def main(argv: list[str] | None = None) -> dict:
     except (ValueError, FileNotFoundError) as e:
         build_parser().error(str(e))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    print(f"{args.path} ({args.which} encoder, {count_parameters(encoder) / 1e6:.1f}M params, grid {encoder.grid}) "
-          f"on {name} at {size} px, {device}")  # fmt: skip
+    print(
+        f"{args.path} ({args.which} encoder, {count_parameters(encoder) / 1e6:.1f}M params, grid "
+        f"{encoder.grid}) on {name} at {size} px, {device}"
+    )
 
     t0 = time.perf_counter()
     feats = dict(batch_size=args.batch_size, device=device, progress=not args.quiet)
@@ -149,9 +150,17 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"low-shot: only {smallest} training images in the rarest class, using {per_class} per class")
     results = evaluate_features(train_x, train_y, test_x, test_y, per_class=per_class, device=device)
     results = {k: round(float(v), 3) for k, v in results.items()}
-    results.update(path=str(args.path), which=args.which, dataset=name, image_size=size, train_images=len(train_y),
-                   test_images=len(test_y), per_class=per_class, probe_version=PROBE_VERSION,
-                   seconds=round(time.perf_counter() - t0, 1))  # fmt: skip
+    results.update(
+        path=str(args.path),
+        which=args.which,
+        dataset=name,
+        image_size=size,
+        train_images=len(train_y),
+        test_images=len(test_y),
+        per_class=per_class,
+        probe_version=PROBE_VERSION,
+        seconds=round(time.perf_counter() - t0, 1),
+    )
     print("".join(f"{k:>14}" for k in METRICS))
     print("".join(f"{results[k]:>14.2f}" for k in METRICS))
     if args.json:

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Pretrain I-JEPA (or MAE / the invariant baseline) with jepa_lite.train, then probe the encoder.
 
-    python scripts/pretrain.py                                   # fmnist_vit_tiny on CPU, ~10 minutes
-    python scripts/pretrain.py --method mae optim.epochs=2       # dotted overrides after the flags
-    accelerate launch --num_processes 8 scripts/pretrain.py --config in1k_vith14_ep300 data.root=/data/imagenet
-    python scripts/pretrain.py --config in1k_vith14_ep300 --dry-run --world-size 16
+    python scripts/pretrain.py                                   # fmnist_vit_tiny on CPU, ~10 minutes python
+    scripts/pretrain.py --method mae optim.epochs=2       # dotted overrides after the flags accelerate launch
+    --num_processes 8 scripts/pretrain.py --config in1k_vith14_ep300 data.root=/data/imagenet python
+    scripts/pretrain.py --config in1k_vith14_ep300 --dry-run --world-size 16
 
 Writes runs/<name>/: config.yaml, metrics.csv, checkpoints, encoder/target_encoder .safetensors + config.json,
 and results.json (linear probe, k-NN, 1% low-shot, RankMe of the trained encoder and, under "init", of the
@@ -24,8 +24,6 @@ T_START = time.perf_counter()  # the total wall time printed at the end counts i
 
 import yaml  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
 from jepa_lite.config import (  # noqa: E402
     apply_overrides,
     check_config,
@@ -33,9 +31,7 @@ from jepa_lite.config import (  # noqa: E402
     list_configs,
     load_config,
 )
-
-# What each method needs of the batch unless the user says otherwise: MAE masks 75% of patches at random.
-METHOD_PRESETS = {"ijepa": [], "invariant": [], "mae": ["mask.strategy=random", "mask.target_ratio=0.75"]}
+from jepa_lite.registry import METHOD_PRESETS, METHODS, TRAIN_SIZES  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="fmnist_vit_tiny",
         help=f"packaged name ({', '.join(list_configs())}) or YAML path",
     )
-    p.add_argument("--method", choices=sorted(METHOD_PRESETS), help="override method.name")
+    p.add_argument("--method", choices=METHODS, help="override method.name")
     p.add_argument("--data", help="dataset folder (same as data.root=...)")
     p.add_argument("--out", default=None, help="runs folder (default: the config's out_dir, 'runs')")
     p.add_argument(
@@ -77,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def resolve_config(args: argparse.Namespace):
     cfg = load_config(args.config)
     method = args.method or cfg.method.name
-    apply_overrides(cfg, [f"method.name={method}", *METHOD_PRESETS.get(method, [])])
+    apply_overrides(cfg, [f"method.name={method}", *METHOD_PRESETS.get(method, ())])
     if args.data:
         cfg.data.root = args.data
     apply_overrides(cfg, args.overrides)
@@ -90,19 +86,10 @@ def resolve_config(args: argparse.Namespace):
     return check_config(cfg)
 
 
-# Training-set sizes for --dry-run, which touches no data; 'imagefolder' assumes ImageNet-1k's train split.
-TRAIN_SIZES = {
-    "fmnist": 60_000,
-    "shapes": 10_000,
-    "cifar10": 50_000,
-    "stl10": 5_000,
-    "imagefolder": 1_281_167,
-}
-
-
 def dry_run(cfg, world_size: int) -> dict:
     """Derived per-device batch, accumulation and step counts, without touching data or devices."""
-    from jepa_lite.train import split_global_batch, total_steps_of
+    from jepa_lite.batches import split_global_batch
+    from jepa_lite.build import total_steps_of
 
     if world_size < 1:
         raise ValueError(f"--world-size {world_size} must be at least 1")
@@ -113,9 +100,17 @@ def dry_run(cfg, world_size: int) -> dict:
     if cfg.data.limit is not None:
         n = min(n, cfg.data.limit)
     spe, total, warmup = total_steps_of(cfg, n)
-    info = dict(config=cfg.name, world_size=world_size, global_batch=cfg.optim.global_batch, per_device_batch=micro,
-                grad_accumulation=accum, train_images=n, steps_per_epoch=spe, total_steps=total,
-                warmup_steps=warmup)  # fmt: skip
+    info = dict(
+        config=cfg.name,
+        world_size=world_size,
+        global_batch=cfg.optim.global_batch,
+        per_device_batch=micro,
+        grad_accumulation=accum,
+        train_images=n,
+        steps_per_epoch=spe,
+        total_steps=total,
+        warmup_steps=warmup,
+    )
     for k, v in info.items():
         print(f"{k:>18}: {v}")
     return info
@@ -133,16 +128,17 @@ def main(argv: list[str] | None = None) -> dict | None:
             raise FileNotFoundError(
                 f"--resume {args.resume}: no such checkpoint folder (or use --resume auto)"
             )
-        from jepa_lite.train import build_train_set
+        from jepa_lite.build import build_train_set
 
         dataset = build_train_set(cfg)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
 
+    from jepa_lite.build import make_accelerator
     from jepa_lite.checkpoint import latest_checkpoint
     from jepa_lite.preempt import REQUEUE_STATUS, Preempted
     from jepa_lite.runlock import RunFolderInUse, RunLock
-    from jepa_lite.train import make_accelerator, train
+    from jepa_lite.train import train
 
     run_dir = Path(cfg.out_dir) / cfg.name
     resume = args.resume
@@ -158,8 +154,10 @@ def main(argv: list[str] | None = None) -> dict | None:
             parser.error(str(e))
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        print(f"run {cfg.name}: {cfg.method.name} on {cfg.data.name}, {acc.num_processes} process(es) on "
-              f"{acc.device}, precision {acc.mixed_precision}, writing {run_dir}")  # fmt: skip
+        print(
+            f"run {cfg.name}: {cfg.method.name} on {cfg.data.name}, {acc.num_processes} process(es) on "
+            f"{acc.device}, precision {acc.mixed_precision}, writing {run_dir}"
+        )
         if args.resume == "auto":
             print(f"--resume auto: {auto}", flush=True)
     t0 = time.perf_counter()
@@ -183,9 +181,10 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
     """Export the weights, probe the trained and the initial encoder, write and print results.json."""
+    from jepa_lite.build import build_split, initial_encoder
     from jepa_lite.checkpoint import export_weights
-    from jepa_lite.evaluate import PROBE_VERSION, evaluate_encoder, evaluate_features, pixel_features
-    from jepa_lite.train import build_split
+    from jepa_lite.evaluate import PROBE_VERSION, evaluate_encoder, evaluate_features
+    from jepa_lite.features import pixel_features
 
     meta = {"config": json.dumps(config_to_dict(cfg))}
     export_weights(result.method.eval_encoder, run_dir / "target_encoder.safetensors", meta)
@@ -204,19 +203,25 @@ def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
         ev = cfg.eval
         train_set = build_split(cfg, train=True, limit=ev.train_limit)
         test_set = build_split(cfg, train=False, limit=ev.test_limit)
-        probe = dict(per_class=ev.low_shot_per_class, batch_size=ev.batch_size, device=acc.device,
-                     progress=not args.quiet)  # fmt: skip
-        what = (f"features of {len(train_set):,} + {len(test_set):,} images, then linear probe, k-NN, "
-                f"1% low-shot and RankMe")  # fmt: skip
+        probe = dict(
+            per_class=ev.low_shot_per_class,
+            batch_size=ev.batch_size,
+            device=acc.device,
+            progress=not args.quiet,
+        )
+        what = (
+            f"features of {len(train_set):,} + {len(test_set):,} images, then linear probe, k-NN, "
+            f"1% low-shot and RankMe"
+        )
         print(f"probing the trained target encoder ({what})", flush=True)
         results.update(evaluate_encoder(result.method.eval_encoder, train_set, test_set, **probe))
-        if result.init_encoder is not None:
-            print("probing the same encoder at initialisation (the control: what training added)", flush=True)
-            init = result.init_encoder.to(acc.device)  # copied before accelerate moved the model
-            results["init"] = evaluate_encoder(init, train_set, test_set, **probe)
+        print("probing the same encoder at initialisation (the control: what training added)", flush=True)
+        init = initial_encoder(cfg, train_set[0][0].shape[0]).to(acc.device)
+        results["init"] = evaluate_encoder(init, train_set, test_set, **probe)
         if args.pixels:
-            results["pixels"] = evaluate_features(*pixel_features(train_set), *pixel_features(test_set),
-                                                  per_class=ev.low_shot_per_class)  # fmt: skip
+            results["pixels"] = evaluate_features(
+                *pixel_features(train_set), *pixel_features(test_set), per_class=ev.low_shot_per_class
+            )
         results["eval_seconds"] = round(time.perf_counter() - t1, 1)
         results["probe_version"] = PROBE_VERSION
     results["wall_seconds"] = round(time.perf_counter() - T_START, 1)
@@ -224,8 +229,10 @@ def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
         print_results(results)
     (run_dir / "results.json").write_text(json.dumps(results, indent=1))
     probes = f", {results['eval_seconds'] / 60:.1f} min of probes" if "eval_seconds" in results else ""
-    print(f"wrote {run_dir / 'results.json'}: {results['wall_seconds'] / 60:.1f} min wall time in all "
-          f"({train_s / 60:.1f} min of training{probes})")  # fmt: skip
+    print(
+        f"wrote {run_dir / 'results.json'}: {results['wall_seconds'] / 60:.1f} min wall time in all "
+        f"({train_s / 60:.1f} min of training{probes})"
+    )
     return results
 
 

@@ -5,11 +5,11 @@ last checkpoint, so the grid can be spread over several days.
 
     python scripts/reproduce.py                          # the grid (hours on 2 CPU cores), all but nuisance
     python scripts/reproduce.py --groups nuisance        # representations vs pixels under irrelevant detail
-    python scripts/reproduce.py --groups architectures   # one group
-    python scripts/reproduce.py --quick --out /tmp/grid  # tiny budget, every group, a few minutes (CI)
-    python scripts/reproduce.py --summary-only           # rebuild the tables and figure from the JSONs
-    python scripts/reproduce.py --groups course_checkpoints   # retrain the shipped checkpoints (hours on a CPU)
-    python scripts/reproduce.py --groups course_checkpoints --checkpoints ijepa
+    python scripts/reproduce.py --groups architectures   # one group python scripts/reproduce.py --quick --out
+    /tmp/grid  # tiny budget, every group, a few minutes (CI) python scripts/reproduce.py --summary-only
+    # rebuild the tables and figure from the JSONs python scripts/reproduce.py --groups course_checkpoints   #
+    retrain the shipped checkpoints (hours on a CPU) python scripts/reproduce.py --groups course_checkpoints
+    --checkpoints ijepa
 
 `course_checkpoints` is not a table of the grid: it retrains jepa_lite/checkpoints/ (jepa_lite.pretrained),
 probing snapshots at 1/8, 1/4, 1/2 and all of each budget, and draws results/accuracy_vs_compute.png.
@@ -23,10 +23,12 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from jepa_lite import experiments as ex  # noqa: E402
-from jepa_lite import pretrained  # noqa: E402
+from jepa_lite import experiments as ex
+from jepa_lite import (
+    grid,
+    pretrained,
+    tables,
+)
 
 COURSE = "course_checkpoints"  # retrains the shipped checkpoints (jepa_lite.pretrained), not a grid table
 
@@ -54,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check: a bad group, checkpoint name or count is one line and exit status 2, as argparse does."""
+    """Parse and check: a bad group, checkpoint name or count is one line and exit status 2, as argparse
+    does."""
     parser = build_parser()
     args = parser.parse_args(argv)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
@@ -82,26 +85,28 @@ def main(argv: list[str] | None = None) -> dict:
             return {}
     seeds = args.seeds if args.seeds is not None else (ex.QUICK_SEEDS if args.quick else None)
     if not args.summary_only:
-        ex.run_grid(
+        grid.run_grid(
             groups, out, quick=args.quick, seeds=seeds, max_runs=args.max_runs, progress=not args.quiet
         )
     # The files always cover every group, from all the runs on disk: running one group keeps the others' rows.
     pixels = json.loads((out / "pixels.json").read_text()) if (out / "pixels.json").exists() else None
-    runs = ex.load_runs(out / "runs")
-    summary = ex.summarize(runs, pixels, list(ex.GROUPS), seeds=seeds)
-    cost = ex.grid_cost(runs, seeds=seeds)
-    table = ex.markdown_table(summary) + "\n" + ex.cost_table(cost)
+    runs = grid.load_runs(out / "runs")
+    summary = tables.summarize(runs, pixels, list(ex.GROUPS), seeds=seeds)
+    cost = tables.grid_cost(runs, seeds=seeds)
+    table = tables.summary_markdown(summary) + "\n" + tables.cost_table(cost)
     summary["_meta"] = {"quick": args.quick, "groups_run": [] if args.summary_only else groups}
     summary["_cost"] = cost
-    ex.write_json(out / "summary.json", summary)
+    grid.write_json(out / "summary.json", summary)
     mode = "quick mode: a tiny budget, not results" if args.quick else "full mode"
-    head = (f"Written by `python scripts/reproduce.py` ({mode}); accuracies in %, mean ± std over the seeds done "
-            "(done/planned), Fashion-MNIST probes on all 60,000 training / 10,000 test images; rows marked "
-            "'not run' are planned; the last table is the time the runs took on their host (raw pixels' "
-            "probes not counted). Rebuild with `python scripts/reproduce.py --summary-only`.\n\n")  # fmt: skip
+    head = (
+        f"Written by `python scripts/reproduce.py` ({mode}); accuracies in %, mean ± std over the seeds done "
+        "(done/planned), Fashion-MNIST probes on all 60,000 training / 10,000 test images; rows marked "
+        "'not run' are planned; the last table is the time the runs took on their host (raw pixels' "
+        "probes not counted). Rebuild with `python scripts/reproduce.py --summary-only`.\n\n"
+    )
     (out / "summary.md").write_text(head + table)
     plot_summary({g: r for g, r in summary.items() if not g.startswith("_")}, out / "summary.png")
-    print(ex.markdown_table({g: summary[g] for g in groups}))
+    print(tables.summary_markdown({g: summary[g] for g in groups}))
     return summary
 
 
@@ -115,8 +120,13 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
     which = [n.strip() for n in args.checkpoints.split(",") if n.strip()] if args.checkpoints else None
     weights = out / "checkpoints" if args.quick else None
     if not args.summary_only:  # --summary-only: redraw the figure from the cards already written
-        pretrained.retrain(which, out_dir=weights, work_dir=out / ".work" / "course_checkpoints",
-                           quick=args.quick, progress=not args.quiet)  # fmt: skip
+        pretrained.retrain(
+            which,
+            out_dir=weights,
+            work_dir=out / ".work" / "course_checkpoints",
+            quick=args.quick,
+            progress=not args.quiet,
+        )
     cards = {n: pretrained.card(n, weights) for n in pretrained.available(weights)}
     out.mkdir(parents=True, exist_ok=True)
     curves, title = pretrained.compute_curves(weights)
@@ -127,8 +137,10 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
     fig.savefig(out / "accuracy_vs_compute.png", dpi=120, bbox_inches="tight")
     for name, info in cards.items():
         p = info["probes"]
-        print(f"{name:>10}: linear probe {p['linear_probe']:.1f}, k-NN {p['knn']:.1f}, low-shot "
-              f"{p['low_shot']:.1f} after {info['train_minutes']:.0f} min of training ({info['dtype']})")  # fmt: skip
+        print(
+            f"{name:>10}: linear probe {p['linear_probe']:.1f}, k-NN {p['knn']:.1f}, low-shot "
+            f"{p['low_shot']:.1f} after {info['train_minutes']:.0f} min of training ({info['dtype']})"
+        )
     return cards
 
 

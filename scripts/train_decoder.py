@@ -1,8 +1,10 @@
 #!/usr/bin/env python
-"""Train the blue-box decoder on the shipped I-JEPA checkpoint, and measure what the predictor's sketches hold.
+"""Train the blue-box decoder on the shipped I-JEPA checkpoint, and measure what the predictor's sketches
+hold.
 
-    python scripts/train_decoder.py            # ~20 CPU min: jepa_lite/checkpoints/ijepa_decoder.*, results/blue_box.*
-    python scripts/train_decoder.py --quick    # a few steps, into --out (checks the script)
+    python scripts/train_decoder.py            # ~20 CPU min: jepa_lite/checkpoints/ijepa_decoder.*,
+    results/blue_box.* python scripts/train_decoder.py --quick    # a few steps, into --out (checks the
+    script)
 
 Two decoders are trained the same way (`jepa_lite.decoder.fit_decoder`, same steps and seed): one on the
 shipped `ijepa` checkpoint's frozen target encoder, and one on the *same network at initialisation*, the
@@ -27,10 +29,10 @@ from safetensors.torch import save_file
 from torch.utils.data import Subset
 
 from jepa_lite import blue_box, pretrained
+from jepa_lite.build import build_method
 from jepa_lite.config import config_from_dict
 from jepa_lite.data import build_dataset
 from jepa_lite.decoder import BlockDecoder, fit_decoder
-from jepa_lite.train import build_method
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = blue_box.DECODER_COMMAND
@@ -63,15 +65,19 @@ def make_decoder(method) -> BlockDecoder:
 
 
 def scores_over_seeds(decoder, method, images, labels, classify, seeds: int, sources) -> dict:
-    runs = [blue_box.fill_in_scores(decoder, method, images, labels, classify, seed=1000 * s, sources=sources)
-            for s in range(seeds)]  # fmt: skip
+    runs = [
+        blue_box.fill_in_scores(decoder, method, images, labels, classify, seed=1000 * s, sources=sources)
+        for s in range(seeds)
+    ]
     out = {}
     for source in sources:
         out[source] = {}
         for metric in ("box_mse", "class_acc"):
             vals = [r[source][metric] for r in runs]
-            out[source][metric] = {"mean": statistics.fmean(vals),
-                                   "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}  # fmt: skip
+            out[source][metric] = {
+                "mean": statistics.fmean(vals),
+                "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            }
     return out
 
 
@@ -91,21 +97,31 @@ def main(argv: list[str] | None = None) -> dict:
 
     decoders, fit_logs, minutes = {}, {}, {}
     for name, method in (("trained", trained), ("random init", init)):
-        print(f"training the decoder on the {name} I-JEPA ({args.steps} steps of {args.batch_size} blocks)",
-              flush=True)  # fmt: skip
+        print(
+            f"training the decoder on the {name} I-JEPA ({args.steps} steps of {args.batch_size} blocks)",
+            flush=True,
+        )
         t0 = time.perf_counter()
         decoders[name] = make_decoder(method)
         torch.manual_seed(args.seed)
-        fit_logs[name] = fit_decoder(decoders[name], method, train_set, steps=args.steps,
-                                     batch_size=args.batch_size, beta=args.beta, seed=args.seed,
-                                     progress=not args.quiet)  # fmt: skip
+        fit_logs[name] = fit_decoder(
+            decoders[name],
+            method,
+            train_set,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            beta=args.beta,
+            seed=args.seed,
+            progress=not args.quiet,
+        )
         minutes[name] = (time.perf_counter() - t0) / 60
 
     print(
         "fitting the judge (a linear probe of the trained target encoder) and scoring the fills", flush=True
     )
-    classify = blue_box.linear_judge(trained.target_encoder, Subset(train_set, range(args.probe_images)),
-                                     progress=not args.quiet)  # fmt: skip
+    classify = blue_box.linear_judge(
+        trained.target_encoder, Subset(train_set, range(args.probe_images)), progress=not args.quiet
+    )
     n = min(args.test_images, len(test_set))
     images = torch.stack([test_set[i][0] for i in range(n)])
     labels = torch.tensor([int(test_set[i][1]) for i in range(n)])
@@ -114,13 +130,19 @@ def main(argv: list[str] | None = None) -> dict:
     scores = {
         "trained": scores_over_seeds(
             decoders["trained"], trained, images, labels, classify, args.eval_seeds, blue_box.SOURCES
-        ),  # fmt: skip
+        ),
         "random init": scores_over_seeds(
             decoders["random init"], init, images, labels, classify, args.eval_seeds, ("predictor", "target")
-        ),  # fmt: skip
+        ),
     }
-    check = blue_box.fill_in_scores(decoders["trained"], trained, images[: CHECK["images"]],
-                                    labels[: CHECK["images"]], classify, seed=CHECK["seed"])  # fmt: skip
+    check = blue_box.fill_in_scores(
+        decoders["trained"],
+        trained,
+        images[: CHECK["images"]],
+        labels[: CHECK["images"]],
+        classify,
+        seed=CHECK["seed"],
+    )
 
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{blue_box.DECODER}.safetensors"
@@ -128,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
     tail = {k: statistics.fmean(r[k] for r in fit_logs["trained"][-100:]) for k in ("recon", "kl")}
     info = {
         "name": blue_box.DECODER,
-        "about": "the blue-box decoder: a conditional VAE from a block's pooled I-JEPA representation to pixels",
+        "about": "the blue-box decoder: a conditional VAE from a block's pooled I-JEPA representation to "
+        "pixels",
         "encoder": "ijepa",
         "command": COMMAND,
         "seed": args.seed,
@@ -165,10 +188,15 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"judge on clean test images: {clean_acc:.1f}%")
     for enc_name, rows in scores.items():
         for source, row in rows.items():
-            print(f"{enc_name:>11} / {source:<16} box MSE {row['box_mse']['mean']:.3f} ± {row['box_mse']['std']:.3f}"
-                  f"   judge {row['class_acc']['mean']:.1f} ± {row['class_acc']['std']:.1f}%")  # fmt: skip
-    print(f"wrote {weights}, {results_dir / 'blue_box.json'} and blue_box.png "
-          f"({summary['wall_minutes']:.1f} min in all)")  # fmt: skip
+            print(
+                f"{enc_name:>11} / {source:<16} box MSE {row['box_mse']['mean']:.3f} ± "
+                f"{row['box_mse']['std']:.3f}   judge {row['class_acc']['mean']:.1f} ± "
+                f"{row['class_acc']['std']:.1f}%"
+            )
+    print(
+        f"wrote {weights}, {results_dir / 'blue_box.json'} and blue_box.png "
+        f"({summary['wall_minutes']:.1f} min in all)"
+    )
     return summary
 
 

@@ -10,12 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from jepa_lite import data
+from jepa_lite import fashion_mnist
+from jepa_lite.batches import split_global_batch
+from jepa_lite.build import build_method, total_steps_of
+from jepa_lite.collate import make_collator
 from jepa_lite.config import Config, apply_overrides, check_config, load_config
-from jepa_lite.data import build_dataset, read_idx
-from jepa_lite.masks import make_collator, sample_masks
+from jepa_lite.data import build_dataset
+from jepa_lite.fashion_mnist import read_idx
+from jepa_lite.masks import sample_masks
 from jepa_lite.models import Predictor, ViTEncoder
-from jepa_lite.train import build_method, split_global_batch, total_steps_of
 
 GRID = (4, 4)
 
@@ -114,7 +117,7 @@ CASES = {
                            r"image folder .*images has no images in class subfolders"),
     "only corrupt images": (lambda t: build_dataset("imagefolder", root=_folder(t, {"a.png": b"", "b.jpg": b"<html>"})),
                             FileNotFoundError, r"none of its 2 image files can be read \(first: .*a\.png"),
-    "missing fashion-mnist": (lambda t: data.find_fashion_mnist(t / "nowhere"), FileNotFoundError,
+    "missing fashion-mnist": (lambda t: fashion_mnist.find_fashion_mnist(t / "nowhere"), FileNotFoundError,
                               r"Fashion-MNIST IDX files .* not found\. Looked in:"),
     "corrupt idx file": (lambda t: read_idx(_idx(t, b"GIF89a" + bytes(20))), ValueError, r"train-images-idx3-ubyte: bad IDX magic"),
     "truncated idx file": (lambda t: read_idx(_idx(t, bytes([0, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2]))),
@@ -128,8 +131,8 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_gives_one_clear_error_within_seconds(tmp_path: Path, monkeypatch, case: str) -> None:
     monkeypatch.delenv("JEPA_DATA", raising=False)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
-    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "CACHE_DIR", tmp_path / "cache")
     call, error, message = CASES[case]
     t0 = time.perf_counter()
     with pytest.raises(error, match=message):

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from jepa_lite import blue_box, pretrained
+from jepa_lite.build import build_method
 from jepa_lite.config import load_config
 from jepa_lite.decoder import BlockDecoder
 from jepa_lite.evaluate import fit_linear_classifier, linear_probe
 from jepa_lite.models import gather_tokens, patchify
-from jepa_lite.train import build_method
 
 HAS_FMNIST = Path("/usr/share/datasets/fashion-mnist").is_dir()
 

@@ -8,13 +8,14 @@ import json
 import os
 import pickle
 import re
-import sys
 from pathlib import Path
 
+import pretrain
 import pytest
 import torch
 from torch import nn
 
+from jepa_lite.build import make_accelerator
 from jepa_lite.checkpoint import (
     CheckpointError,
     export_weights,
@@ -24,7 +25,6 @@ from jepa_lite.checkpoint import (
     save_checkpoint,
 )
 from jepa_lite.config import Config
-from jepa_lite.train import make_accelerator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,9 +255,6 @@ def test_accelerate_loads_optimizer_and_rng_states_weights_only() -> None:
 # ----------------------------------------------------------------------------------------------------------
 # scripts/pretrain.py: --resume auto on an empty run is a fresh start, said out loud; a missing path is an error
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import pretrain  # noqa: E402
-
 TINY = [
     "data.name=shapes", "data.limit=16", "data.image_size=32", "model.patch_size=8", "model.embed_dim=16",
     "model.depth=1", "model.num_heads=2", "model.predictor_dim=8", "model.predictor_depth=1",
@@ -301,7 +298,7 @@ def test_resume_from_a_broken_checkpoint_stops_the_run(tmp_path: Path) -> None:
 
 
 def test_metrics_rows_cut_short_by_a_crash_are_dropped(tmp_path: Path) -> None:
-    from jepa_lite.train import _read_rows
+    from jepa_lite.steplog import _read_rows
 
     path = tmp_path / "metrics.csv"
     path.write_text("step,loss\n0,1.5\n1,1.4\n2")

@@ -2,15 +2,11 @@
 (as argparse does, no traceback); flags and dotted overrides mix in any order."""
 
 import re
-import sys
-from pathlib import Path
 
+import benchmark
+import evaluate as evaluate_script
+import pretrain
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import benchmark  # noqa: E402
-import evaluate as evaluate_script  # noqa: E402
-import pretrain  # noqa: E402
 import reproduce  # noqa: E402
 
 CASES = {

@@ -21,10 +21,11 @@ import torch
 from safetensors.torch import load_file
 from test_train import Blobs, tiny_config
 
+from jepa_lite.build import make_accelerator
 from jepa_lite.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, verify_checkpoint
 from jepa_lite.preempt import REQUEUE_STATUS, STOP_FILE, Preempted
 from jepa_lite.runlock import LOCK_FILE, STALE_AFTER, RunFolderInUse, RunLock
-from jepa_lite.train import make_accelerator, train
+from jepa_lite.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import pretrain  # noqa: E402

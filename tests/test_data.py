@@ -12,24 +12,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from jepa_lite import data
-from jepa_lite.data import (
-    DATASETS,
-    FMNIST_MEAN,
-    FMNIST_STD,
-    FashionMNIST,
-    ShapesWorld,
-    build_dataset,
-    dataset_info,
-    dominant_shape,
-    find_fashion_mnist,
-    read_idx,
-)
+from jepa_lite import fashion_mnist, image_folders
+from jepa_lite.data import DATASETS, build_dataset, dataset_info
+from jepa_lite.fashion_mnist import FMNIST_MEAN, FMNIST_STD, FashionMNIST, find_fashion_mnist, read_idx
+from jepa_lite.shapes import ShapesWorld, dominant_shape
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 HAS_DEBIAN = all(
     (DEBIAN / f"{name}.gz").is_file() or (DEBIAN / name).is_file()
-    for pair in data.FMNIST_FILES.values()
+    for pair in fashion_mnist.FMNIST_FILES.values()
     for name in pair
 )
 BACKGROUND = (0.0 - FMNIST_MEAN) / FMNIST_STD  # normalised value of a black pixel
@@ -58,7 +49,7 @@ def make_fake_fmnist(folder: Path, n_train: int = 6, n_test: int = 4, seed: int 
     """A complete tiny Fashion-MNIST folder; labels start at `seed % 10` so folders can be told apart."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("test", n_test)):
-        image_name, label_name = data.FMNIST_FILES[split]
+        image_name, label_name = fashion_mnist.FMNIST_FILES[split]
         write_idx(folder / image_name, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), gz=gz)
         labels = ((np.arange(n) + seed) % 10).astype(np.uint8)
         write_idx(folder / label_name, labels, gz=not gz)  # mix raw and gz in one folder
@@ -69,8 +60,8 @@ def make_fake_fmnist(folder: Path, n_train: int = 6, n_test: int = 4, seed: int 
 def isolated(tmp_path, monkeypatch):
     """No $JEPA_DATA, no Debian folder, an empty cache: only what a test creates is found."""
     monkeypatch.delenv("JEPA_DATA", raising=False)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
-    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "CACHE_DIR", tmp_path / "cache")
     return tmp_path
 
 
@@ -128,7 +119,7 @@ def test_lookup_order_root_then_env_then_debian_then_cache(isolated, monkeypatch
     assert find_fashion_mnist() == env
     monkeypatch.delenv("JEPA_DATA")
     assert find_fashion_mnist() == debian
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", isolated / "nowhere")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST", isolated / "nowhere")
     assert find_fashion_mnist() == cache
     # the folder found is the one whose files are read
     assert FashionMNIST(root, train=False).targets[0].item() == 1
@@ -523,7 +514,7 @@ def test_image_folder_converts_every_mode_to_rgb(tmp_path, recwarn):
     for i in range(len(ds)):
         x, y = ds[i]
         assert x.shape == (3, 8, 8) and torch.isfinite(x).all() and y == 0
-    gray16 = data.load_rgb(tmp_path / "modes" / "a" / "gray16.png")
+    gray16 = image_folders.load_rgb(tmp_path / "modes" / "a" / "gray16.png")
     assert gray16.getpixel((0, 0)) == (156, 156, 156)  # 40000 / 257, not clipped to white
     assert not [w for w in recwarn if "Palette" in str(w.message)]  # transparency handled, no PIL warning
 

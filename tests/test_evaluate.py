@@ -15,26 +15,16 @@ from jepa_lite.evaluate import (
     _standardise,
     evaluate_encoder,
     evaluate_features,
-    extract_features,
-    feature_std,
     knn_accuracy,
     linear_probe,
     low_shot_indices,
     low_shot_probe,
-    pixel_features,
     probe_fits,
-    rankme,
     select_weight_decay,
 )
+from jepa_lite.features import extract_features, feature_std, pixel_features, rankme
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny; one thread avoids OpenMP contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blobs(n_per_class: int, *, classes: int = 4, dim: int = 16, sep: float = 10.0, seed: int = 0):

@@ -7,22 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from jepa_lite.build import build_encoder
 from jepa_lite.checkpoint import export_weights
 from jepa_lite.config import config_to_dict, load_config
 from jepa_lite.evaluate import PROBE_VERSION
 from jepa_lite.interop import export_official
 from jepa_lite.models import Predictor
-from jepa_lite.train import build_encoder
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from jepa_lite.build import total_steps_of
 from jepa_lite.experiments import (
     DEFAULT_GROUPS,
     GROUPS,
@@ -19,15 +20,11 @@ from jepa_lite.experiments import (
     PROBE_VERSION,
     QUICK_SEEDS,
     STALE_MARK,
-    cost_table,
-    grid_cost,
     make_config,
-    markdown_table,
     planned_runs,
     run_key,
-    summarize,
 )
-from jepa_lite.train import total_steps_of
+from jepa_lite.tables import cost_table, grid_cost, summarize, summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,7 +148,7 @@ def test_summary_gives_mean_and_std_over_seeds_and_marks_missing_runs():
     assert init["name"] == "random init" and init["linear_probe"]["mean"] == 60.0
     assert pixels["linear_probe"]["mean"] == 84.0
     assert summary["masking"][0]["n"] == 1 and summary["masking"][1]["n"] == 0
-    table = markdown_table(summary)
+    table = summary_markdown(summary)
     assert "| I-JEPA | 3/3 | 72.0 ± 2.0 |" in table and "| Invariant (InfoNCE) | 0/3 | not run |" in table
     assert STALE_MARK not in table
 
@@ -168,7 +165,7 @@ def test_runs_probed_by_an_older_protocol_are_flagged_in_the_tables():
     assert init["n"] == 2 and "stale" not in init  # random init inherits its run's version
     assert mae["stale"] == 1 and mae["linear_probe"]["mean"] == 66.0
     assert "stale" not in inv and "stale" not in pix
-    table = markdown_table(summary)
+    table = summary_markdown(summary)
     assert f"| MAE {STALE_MARK} | 1/3 |" in table and "| I-JEPA | 2/3 |" in table
     assert table.rstrip().endswith("re-runs it.")  # the footnote says what the mark means
 
@@ -286,13 +283,13 @@ def test_nuisance_rows_compare_three_methods_at_one_budget_on_the_same_kinds_of_
 
 
 def test_a_nuisance_run_is_probed_on_images_with_the_same_detail(tmp_path):
-    from jepa_lite.experiments import run_grid
+    from jepa_lite.grid import run_grid
 
     groups = {"nuisance": [GROUPS["nuisance"][3]]}  # I-JEPA, noise 1.0
     assert groups["nuisance"][0].name == "I-JEPA, noise 1.0"
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(GROUPS, "nuisance", groups["nuisance"])
-        mp.setattr("jepa_lite.experiments.ProbeSets", _RecordingProbes)
+        mp.setattr("jepa_lite.grid.ProbeSets", _RecordingProbes)
         run_grid(["nuisance"], tmp_path, quick=True, seeds=1, progress=False)
     assert _RecordingProbes.built == [("noise", 1.0)]
 
@@ -303,7 +300,7 @@ class _RecordingProbes:
     built: list = []
 
     def __init__(self, cfg, *, quick=False):
-        from jepa_lite.train import build_split
+        from jepa_lite.build import build_split
 
         type(self).built = [*type(self).built, (cfg.data.nuisance, cfg.data.nuisance_strength)]
         self.test = build_split(cfg, train=False, limit=64)

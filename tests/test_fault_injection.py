@@ -310,7 +310,8 @@ def _assert_last_good(run_dir: Path, step: int) -> None:
 
 
 def test_nan_in_a_later_batch_stops_at_its_step_and_keeps_the_checkpoint_before(tmp_path: Path) -> None:
-    from jepa_lite.train import GlobalBatchSampler, train
+    from jepa_lite.batches import GlobalBatchSampler
+    from jepa_lite.train import train
 
     sampler = GlobalBatchSampler(32, 8, micro=8, accum=1, seed=0, total_steps=12)
     batches = [[k[0] for k in mb] for mb in sampler]

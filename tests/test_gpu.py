@@ -9,10 +9,11 @@ import math
 import pytest
 import torch
 
+from jepa_lite.build import build_collator, build_method
+from jepa_lite.collate import Batch
 from jepa_lite.config import load_config
-from jepa_lite.masks import Batch
 from jepa_lite.models import attention_kernels
-from jepa_lite.train import build_collator, build_method, train
+from jepa_lite.train import train
 
 pytestmark = [
     pytest.mark.gpu,

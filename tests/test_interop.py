@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from jepa_lite.build import build_encoder
 from jepa_lite.checkpoint import export_weights
 from jepa_lite.config import config_to_dict, load_config
 from jepa_lite.interop import (
@@ -21,16 +22,8 @@ from jepa_lite.interop import (
     set_image_size_,
 )
 from jepa_lite.models import Predictor, ViTEncoder, count_parameters, sincos_pos_embed
-from jepa_lite.train import build_encoder
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models; one thread avoids OpenMP contention on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_pair(seed: int = 0, dim: int = 128, heads: int = 2) -> tuple[ViTEncoder, Predictor]:

@@ -7,24 +7,22 @@ import torch
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from jepa_lite.masks import (
+from jepa_lite.collate import (
     Batch,
     BlockMaskCollator,
     MaskCollator,
     MultiBlockMaskCollator,
     RandomMaskCollator,
     RasterizedMaskCollator,
-    block_size,
     make_collator,
-    masks_to_grid,
+)
+from jepa_lite.mask_strategies import (
     official_collator_sample,
     sample_block_masks,
-    sample_masks,
-    sample_multiblock_grids,
     sample_random_masks,
     sample_rasterized_masks,
-    subsample_sorted,
 )
+from jepa_lite.masks import block_size, masks_to_grid, sample_masks, sample_multiblock_grids, subsample_sorted
 
 SETTINGS = settings(max_examples=40, deadline=None)
 

@@ -2,7 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepa_lite.masks import Batch, sample_masks
+from jepa_lite.collate import Batch
+from jepa_lite.masks import sample_masks
 from jepa_lite.methods import IJEPA, MAE, Invariant, augment_views, ijepa_loss, info_nce
 from jepa_lite.models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, gather_tokens, patchify
 

@@ -111,8 +111,8 @@ def test_bad_nuisance_configs_are_refused_early(overrides, match):
 def test_build_split_gives_training_and_probes_the_same_detail_and_each_split_its_own():
     from pathlib import Path
 
+    from jepa_lite.build import build_split, build_train_set
     from jepa_lite.config import load_config
-    from jepa_lite.train import build_split, build_train_set
 
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         pytest.skip("needs Fashion-MNIST (Debian dataset-fashion-mnist)")

@@ -1,17 +1,14 @@
 import json
-import sys
 from pathlib import Path
 
+import pretrain
 import pytest
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import pretrain  # noqa: E402
-
-from jepa_lite.checkpoint import load_weights  # noqa: E402
-from jepa_lite.config import load_config  # noqa: E402
-from jepa_lite.evaluate import PROBE_VERSION  # noqa: E402
-from jepa_lite.train import build_encoder  # noqa: E402
+from jepa_lite.build import build_encoder
+from jepa_lite.checkpoint import load_weights
+from jepa_lite.config import load_config
+from jepa_lite.evaluate import PROBE_VERSION
 
 TINY = [
     "model.patch_size=7", "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.predictor_dim=16",
@@ -36,7 +33,10 @@ def test_pretrain_writes_a_complete_run_with_init_baseline(tmp_path):
     assert saved["wall_seconds"] >= saved["train_seconds"] + saved["eval_seconds"] - 0.2
     for block in (saved, saved["init"], saved["pixels"]):
         assert set(block) >= {"linear_probe", "knn", "low_shot", "rankme"}
-        assert 10 < block["linear_probe"] <= 100  # 10 classes: far above chance even when tiny
+    # chance is 10%: raw pixels of 300 images reach about 75%, a tiny ViT after 3 steps (or at init) about 47%
+    assert 60 < saved["pixels"]["linear_probe"] <= 100
+    for block in (saved, saved["init"]):
+        assert 25 < block["linear_probe"] <= 100
     assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 3
     # the exported target encoder loads into the encoder the config describes
     cfg = load_config("fmnist_vit_tiny", TINY)

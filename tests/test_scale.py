@@ -10,7 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from jepa_lite.build import build_method
+from jepa_lite.collate import Batch
 from jepa_lite.config import load_config
 from jepa_lite.flops import block_flops, encoder_dims, ijepa_step_flops, mfu, peak_flops, plain_vit_step_flops
 
@@ -207,3 +211,26 @@ def test_slurm_script_asks_for_a_checkpoint_on_usr1_then_requeues(tmp_path: Path
     assert (tmp_path / "runs" / "in1k_vith14_ep300" / "PREEMPT").exists()  # jepa_lite's trainer removes it
     assert log.read_text().split() == ["requeue", "42"]
     assert "asking the trainers for a checkpoint" in out and "requeueing job 42" in out
+
+
+def test_step_flops_match_torch_flop_counter_on_a_real_ijepa_forward() -> None:
+    """flops.py's arithmetic against torch's own count of every matrix product of one I-JEPA forward (context
+    encoder, predictor over M blocks, target encoder), with attention as explicit matmuls so it is counted."""
+
+    cfg = load_config(
+        "fmnist_vit_tiny", ["model.embed_dim=64", "model.num_heads=2", "model.predictor_dim=32"]
+    )
+    torch.manual_seed(0)
+    method = build_method(cfg, in_chans=1).eval()
+    for module in method.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
+    b, kc, kt, m = 3, 20, 6, 4
+    context = torch.arange(kc).expand(b, -1)
+    targets = (kc + torch.arange(m * kt)).view(1, m, kt).expand(b, -1, -1)
+    batch = Batch(torch.randn(b, 1, 28, 28), context, targets)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        method(batch)
+    f = ijepa_step_flops(cfg, kc=kc, kt=kt, n_targets=m)
+    forward = f.context_encoder / 3 + f.predictor / 3 + f.target_encoder  # the parts' forwards, per image
+    assert counter.get_total_flops() == pytest.approx(b * forward, rel=1e-9)

@@ -4,10 +4,11 @@ loss sees, a compiled step compiles once, and the analytic FLOPs agree with torc
 import pytest
 import torch
 
+from jepa_lite.build import build_collator, build_encoder, build_method
+from jepa_lite.collate import Batch
 from jepa_lite.config import check_config, load_config
 from jepa_lite.flops import ijepa_step_flops, plain_vit_step_flops
 from jepa_lite.masks import (
-    Batch,
     block_size,
     fit_sorted,
     fixed_lengths,
@@ -16,7 +17,6 @@ from jepa_lite.masks import (
     sample_masks,
     sample_multiblock_grids,
 )
-from jepa_lite.train import build_collator, build_encoder, build_method
 
 
 def test_fit_sorted_keeps_short_rows_whole_and_subsamples_long_ones():

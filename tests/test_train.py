@@ -1,9 +1,13 @@
+import math
+
 import pytest
 import torch
 from torch.utils.data import Dataset
 
+from jepa_lite.batches import GlobalBatchSampler, split_global_batch
+from jepa_lite.build import initial_encoder, total_steps_of
 from jepa_lite.config import Config, apply_overrides
-from jepa_lite.train import GlobalBatchSampler, split_global_batch, total_steps_of, train
+from jepa_lite.train import train
 
 
 class Blobs(Dataset):
@@ -115,10 +119,11 @@ def test_steps_that_draw_from_the_global_rng_resume_exactly(tmp_path, overrides)
 def test_training_lowers_the_loss_and_moves_the_target_encoder():
     data = Blobs()
     cfg = tiny_config("optim.epochs=6", "optim.lr=2e-3", "optim.ema=[0.9,0.95]")
+    init = initial_encoder(cfg, 1).state_dict()
     res = train(cfg, dataset=data, progress=False)
     losses = [r["loss"] for r in res.history]
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4
-    init, trained = res.init_encoder.state_dict(), res.method.target_encoder.state_dict()
+    trained = res.method.target_encoder.state_dict()
     assert not torch.equal(init["blocks.0.attn.qkv.weight"], trained["blocks.0.attn.qkv.weight"])
     assert torch.equal(init["pos_embed"], trained["pos_embed"])  # fixed positions never move
 
@@ -126,9 +131,16 @@ def test_training_lowers_the_loss_and_moves_the_target_encoder():
 @pytest.mark.parametrize("method", ["mae", "invariant"])
 def test_other_methods_run_through_the_same_loop(method):
     strategy = "random" if method == "mae" else "multiblock"
-    res = train(tiny_config(f"method.name={method}", f"mask.strategy={strategy}", "optim.max_steps=2"),
-                dataset=Blobs(), progress=False)  # fmt: skip
-    assert len(res.history) == 2 and all(r["loss"] > 0 for r in res.history)
+    cfg = tiny_config(f"method.name={method}", f"mask.strategy={strategy}", "optim.max_steps=2")
+    start = initial_encoder(cfg, 1).state_dict()
+    res = train(cfg, dataset=Blobs(), progress=False)
+    assert [r["step"] for r in res.history] == [0, 1]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in res.history)
+    # the loop's optimizer reached this method's encoder: every block moved, the fixed positions did not
+    trained = res.method.eval_encoder.state_dict()
+    for key in ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.0.mlp.fc1.weight"):
+        assert not torch.equal(start[key], trained[key]), key
+    assert torch.equal(start["pos_embed"], trained["pos_embed"])
 
 
 def test_schedule_length_follows_epochs_and_max_steps():
@@ -152,7 +164,7 @@ def test_throughput_logs_per_device_images_model_flops_and_mfu(tmp_path):
     import math
 
     from jepa_lite.flops import ijepa_step_flops
-    from jepa_lite.train import _throughput
+    from jepa_lite.steplog import _throughput
 
     cfg = tiny_config("optim.max_steps=2")
     train(cfg, dataset=Blobs(), run_dir=tmp_path, progress=False)
@@ -168,3 +180,14 @@ def test_throughput_logs_per_device_images_model_flops_and_mfu(tmp_path):
     h100 = _throughput(1000.0, 4e11, "NVIDIA H100 80GB HBM3")
     assert h100["tflops"] == pytest.approx(400.0) and h100["mfu"] == pytest.approx(400e12 / 989e12, rel=1e-3)
     assert math.isnan(_throughput(1000.0, math.nan, "NVIDIA H100 80GB HBM3")["mfu"])  # MAE/Invariant: unknown
+
+
+@pytest.mark.parametrize("method", ["ijepa", "mae"])
+def test_initial_encoder_is_the_encoder_train_starts_from(method):
+    cfg = tiny_config(f"method.name={method}")
+    start = initial_encoder(cfg, 1).state_dict()
+    untrained = train(cfg, dataset=Blobs(), progress=False, stop_after=0).method.eval_encoder.state_dict()
+    assert start.keys() == untrained.keys()
+    assert all(torch.equal(start[k], untrained[k]) for k in start)
+    other = initial_encoder(tiny_config(f"method.name={method}", "seed=1"), 1).state_dict()
+    assert not torch.equal(start["blocks.0.attn.qkv.weight"], other["blocks.0.attn.qkv.weight"])

@@ -14,6 +14,8 @@ import torch
 from matplotlib.figure import Figure
 
 from jepa_lite import viz
+from jepa_lite.ema import ema_trace
+from jepa_lite.tables import markdown_table
 from jepa_lite.widgets import ema_explorer, ema_explorer_data, format_ema_stats
 
 
@@ -45,26 +47,26 @@ def test_hide_patches_keeps_listed_patches_and_fills_the_rest():
 
 def test_ema_trace_follows_the_ema_rule():
     x = torch.tensor([0.0, 1.0, 1.0, 1.0])
-    torch.testing.assert_close(viz.ema_trace(x, 0.5), torch.tensor([0.0, 0.5, 0.75, 0.875]))
-    torch.testing.assert_close(viz.ema_trace(x, 0.0), x)  # m = 0 copies the signal
-    torch.testing.assert_close(viz.ema_trace(x, 1.0), torch.zeros(4))  # m = 1 freezes the first value
-    step = viz.ema_trace(torch.ones(50), [0.9] * 50)  # a per-step schedule works too
+    torch.testing.assert_close(ema_trace(x, 0.5), torch.tensor([0.0, 0.5, 0.75, 0.875]))
+    torch.testing.assert_close(ema_trace(x, 0.0), x)  # m = 0 copies the signal
+    torch.testing.assert_close(ema_trace(x, 1.0), torch.zeros(4))  # m = 1 freezes the first value
+    step = ema_trace(torch.ones(50), [0.9] * 50)  # a per-step schedule works too
     torch.testing.assert_close(step, torch.ones(50))
     with pytest.raises(ValueError, match="momentum schedule has 3 values"):
-        viz.ema_trace(x, [0.5, 0.5, 0.5])
+        ema_trace(x, [0.5, 0.5, 0.5])
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
-        viz.ema_trace(x, 1.5)
+        ema_trace(x, 1.5)
 
 
 def test_markdown_table_formats_cells():
-    text = viz.markdown_table([{"a": True, "b": 0.123456, "c": 12345}, {"a": False, "b": 2.0, "c": None}])
+    text = markdown_table([{"a": True, "b": 0.123456, "c": 12345}, {"a": False, "b": 2.0, "c": None}])
     lines = text.splitlines()
     assert lines[0] == "| a | b | c |" and lines[1] == "|---|---|---|"
     assert lines[2] == "| yes | 0.123 | 12,345 |"
     assert lines[3] == "| no | 2 |  |"
-    assert viz.markdown_table([{"x": 1, "y": 2}], columns=["y"]).splitlines()[2] == "| 2 |"
+    assert markdown_table([{"x": 1, "y": 2}], columns=["y"]).splitlines()[2] == "| 2 |"
     with pytest.raises(ValueError, match="rows is empty"):
-        viz.markdown_table([])
+        markdown_table([])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -140,7 +142,7 @@ def test_plot_training_curves_smooths_the_loss_and_draws_schedules():
     assert len(loss_lines) == 2  # raw and smoothed
     m = 1 - 1 / 5  # auto window: 200 steps / 40
     np.testing.assert_allclose(
-        loss_lines[1].get_ydata(), viz.ema_trace([r["loss"] for r in history], m), rtol=1e-6
+        loss_lines[1].get_ydata(), ema_trace([r["loss"] for r in history], m), rtol=1e-6
     )
     np.testing.assert_allclose(fig.axes[2].get_lines()[0].get_ydata(), [r["wd"] for r in history])
     assert len(viz.plot_training_curves(history[:10]).axes[0].get_lines()) == 1  # too short to smooth

@@ -1,10 +1,5 @@
-"""The interactive explorers of the notebooks: sliders over the mask geometry (01) and the EMA rule (04).
-
-`mask_explorer_data` and `ema_explorer_data` are the pure functions (tested directly); `mask_explorer` and
-`ema_explorer` wrap them with `ipywidgets.interactive`. Headless, a widget renders its default once; set
-`.value` on a child slider to redraw (that is how the tests drive it). A slider setting that cannot work
-prints a message naming the slider (`check_setting`) in the output area instead of a traceback.
-"""
+"""The mask explorer of notebook 01: sliders over the multi-block geometry, the masks they draw, coverage
+maps and statistics; a setting that cannot work is named in the sliders' words (`check_setting`)."""
 
 from __future__ import annotations
 
@@ -12,22 +7,12 @@ import math
 import textwrap
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import Tensor
 
-from .masks import (
-    _check_int,
-    _check_range,
-    block_size,
-    masks_to_grid,
-    sample_block_masks,
-    sample_masks,
-    sample_random_masks,
-    sample_rasterized_masks,
-)
-from .viz import plot_coverage, plot_mask_grid
+from ..mask_strategies import sample_block_masks, sample_random_masks, sample_rasterized_masks
+from ..masks import _check_int, _check_range, block_size, masks_to_grid, sample_masks
+from ..viz import plot_coverage, plot_mask_grid
 
 __all__ = ["check_setting", "mask_explorer_data", "format_stats", "mask_explorer"]
 
@@ -96,8 +81,8 @@ def check_setting(
     best = hc * wc - max(0, h + hc - H) * max(0, w + wc - W)
     if best < min_context:
         return (
-            f"{LABELS['target_scale']} {ts[0]:.2f}-{ts[1]:.2f} gives target blocks of at least {h}x{w} that leave "
-            f"at most {best} of the context block's patches on the {H}x{W} grid, fewer than the "
+            f"{LABELS['target_scale']} {ts[0]:.2f}-{ts[1]:.2f} gives target blocks of at least {h}x{w} that "
+            f"leave at most {best} of the context block's patches on the {H}x{W} grid, fewer than the "
             f"{min_context} a draw needs: lower {LABELS['target_scale']}, or raise {LABELS['context_scale']} "
             f"or {LABELS['grid']}."
         ), []
@@ -108,7 +93,8 @@ def check_setting(
         notes.append(
             f"{LABELS['target_scale']} up to {ts[1]:.2f} with {LABELS['target_aspect']} "
             f"{ta[0]:.2f}-{ta[1]:.2f} asks for blocks up to {round(tall)} rows or {round(wide)} columns, "
-            f"more than the {H}x{W} grid has: they are clipped to the grid, so they cover less than the scale says."
+            f"more than the {H}x{W} grid has: they are clipped to the grid, so they cover less than the "
+            "scale says."
         )
     return None, notes
 
@@ -149,8 +135,10 @@ def mask_explorer_data(
         error, out["notes"] = check_setting(grid, context_scale=context_scale, **kwargs)
     else:
         error = check_setting(grid)[0]  # the grid still has to be a grid
-        out["notes"] = [f"{strategy} masks: {OWN_GEOMETRY[strategy]}; the target and context sliders apply to "
-                        f"multi-block masks only."]  # fmt: skip
+        out["notes"] = [
+            f"{strategy} masks: {OWN_GEOMETRY[strategy]}; the target and context sliders apply to "
+            f"multi-block masks only."
+        ]
     if error:
         out["error"] = error
         return out
@@ -158,12 +146,19 @@ def mask_explorer_data(
     try:
         if strategy == "multiblock":
             context_idx, target_idx = sample_masks(
-                batch_size, grid, context_scale=tuple(context_scale), min_context=MIN_CONTEXT, generator=g,
+                batch_size,
+                grid,
+                context_scale=tuple(context_scale),
+                min_context=MIN_CONTEXT,
+                generator=g,
                 **kwargs,
-            )  # fmt: skip
+            )
         else:
-            sample = {"rasterized": sample_rasterized_masks, "block": sample_block_masks,
-                      "random": sample_random_masks}[strategy]  # fmt: skip
+            sample = {
+                "rasterized": sample_rasterized_masks,
+                "block": sample_block_masks,
+                "random": sample_random_masks,
+            }[strategy]
             context_idx, target_idx = sample(batch_size, grid, generator=g)
     except ValueError as err:  # check_setting should have caught it; still a message, not a traceback
         out["error"] = f"ValueError: {err}"
@@ -271,14 +266,24 @@ def mask_explorer(images: Tensor | None = None, *, n_show: int = 4, batch_size: 
     layout = w.Layout(width="460px")
     common = dict(continuous_update=False, style=style, layout=layout)
     controls = dict(
-        target_scale=w.FloatRangeSlider(value=(0.15, 0.2), min=0.02, max=0.6, step=0.01, description=LABELS["target_scale"], **common),
-        target_aspect=w.FloatRangeSlider(value=(0.75, 1.5), min=0.2, max=4.0, step=0.05, description=LABELS["target_aspect"], **common),
+        target_scale=w.FloatRangeSlider(
+            value=(0.15, 0.2), min=0.02, max=0.6, step=0.01, description=LABELS["target_scale"], **common
+        ),
+        target_aspect=w.FloatRangeSlider(
+            value=(0.75, 1.5), min=0.2, max=4.0, step=0.05, description=LABELS["target_aspect"], **common
+        ),
         n_targets=w.IntSlider(value=4, min=1, max=8, description=LABELS["n_targets"], **common),
-        context_scale=w.FloatRangeSlider(value=(0.85, 1.0), min=0.2, max=1.0, step=0.01, description=LABELS["context_scale"], **common),
+        context_scale=w.FloatRangeSlider(
+            value=(0.85, 1.0), min=0.2, max=1.0, step=0.01, description=LABELS["context_scale"], **common
+        ),
         grid=w.IntSlider(value=7, min=2, max=16, description=LABELS["grid"], **common),
-        strategy=w.Dropdown(options=list(STRATEGIES), value="multi-block", description=LABELS["strategy"], style=style),
-        draw=w.BoundedIntText(value=seed, min=0, max=10**9, description="draw #", style=style, layout=w.Layout(width="200px")),
-    )  # fmt: skip
+        strategy=w.Dropdown(
+            options=list(STRATEGIES), value="multi-block", description=LABELS["strategy"], style=style
+        ),
+        draw=w.BoundedIntText(
+            value=seed, min=0, max=10**9, description="draw #", style=style, layout=w.Layout(width="200px")
+        ),
+    )
 
     def update(
         target_scale, target_aspect, n_targets, context_scale, grid, strategy="multi-block", draw=seed
@@ -305,131 +310,4 @@ def mask_explorer(images: Tensor | None = None, *, n_show: int = 4, batch_size: 
     resample.on_click(on_resample)
     widget.children = (*widget.children[:-1], resample, widget.children[-1])
     widget.children[-1].layout.height = "660px"
-    return widget
-
-
-# --- training, EMA and collapse plots (notebooks 03-05) ---
-
-__all__ += ["ema_explorer_data", "format_ema_stats", "plot_momentum_schedule", "ema_explorer"]
-
-
-def ema_explorer_data(
-    momentum: float = 0.9, *, noise: float = 0.5, n_steps: int = 600, jump_at: int = 100, seed: int = 0
-) -> dict:
-    """The EMA rule on one number: a noisy 'online weight' that jumps from 0 to 1 at `jump_at`, and its EMA.
-
-    Returns `signal`, `clean` and `ema` [T]; `window` = 1 / (1 - m) (the averaging window, inf for m = 1);
-    `lag` = steps after the jump until the EMA of the clean signal covers 63% of the jump (None if it never
-    does within the run); `noise_left` = std of (EMA - clean) just before the jump, against `noise`.
-    """
-    import math
-
-    from .viz import ema_trace  # imported here: this block is appended to the mask explorer's module
-
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum {momentum} must lie in [0, 1]")
-    if noise < 0:
-        raise ValueError(f"noise {noise} must be >= 0")
-    if not 2 <= jump_at < n_steps:
-        raise ValueError(f"jump_at {jump_at} must lie in [2, n_steps={n_steps})")
-    g = torch.Generator().manual_seed(int(seed))
-    clean = (torch.arange(n_steps) >= jump_at).float()
-    signal = clean + noise * torch.randn(n_steps, generator=g)
-    ema = ema_trace(signal, momentum)
-    follow = ema_trace(clean, momentum)[jump_at:]
-    reached = (follow >= 1 - math.exp(-1)).nonzero()
-    before = (ema - clean)[jump_at // 2 : jump_at]
-    return dict(
-        signal=signal,
-        clean=clean,
-        ema=ema,
-        momentum=float(momentum),
-        noise=float(noise),
-        window=math.inf if momentum == 1.0 else 1.0 / (1.0 - momentum),
-        lag=int(reached[0]) + 1 if len(reached) else None,
-        noise_left=float(before.std()),
-        error=None,
-    )
-
-
-def format_ema_stats(data: dict) -> str:
-    """One line on what the momentum does: averaging window, lag behind a jump, noise left."""
-    follows = (f"follows 63% of a jump after {data['lag']} steps" if data["lag"] is not None
-               else "never follows 63% of a jump within the run")  # fmt: skip
-    return (
-        f"momentum {data['momentum']:.4f}: averaging window 1/(1-m) = {data['window']:.0f} steps | {follows} | "
-        f"noise std {data['noise']:.2f} -> {data['noise_left']:.3f}"
-    )
-
-
-# The momentum slider's stops: equally spaced in log(1 - m) (four per decade, from m = 0 to 0.9999), plus the
-# paper's starting value 0.996 and 1.0 itself, so the paper's range 0.99-1.0 gets as much room as 0-0.99.
-MOMENTUM_STOPS = sorted({round(1 - 10 ** (-k / 4), 6) for k in range(17)} | {0.996, 1.0})
-
-
-def plot_momentum_schedule(momentum: float, n_steps: int, start: float = 0.996) -> Figure:
-    """The paper's momentum schedule (`start` -> 1 over `n_steps`) as 1 - m on a log scale, with the
-    slider's `momentum` drawn across it: where in a run the schedule passes that momentum."""
-    from .ema import momentum_at
-
-    steps = np.arange(n_steps)
-    gap = np.array([1 - momentum_at(int(s), n_steps, start, 1.0) for s in steps])
-    fig, ax = plt.subplots(figsize=(7.5, 2.2))
-    ax.plot(steps[gap > 0], gap[gap > 0], color="black", lw=1.5, label=f"paper's schedule, {start} -> 1")
-    if momentum < 1:
-        ax.axhline(1 - momentum, color="tab:blue", ls="--", lw=1.2, label=f"slider, m = {momentum:.4f}")
-    else:
-        ax.text(0.5, 0.9, "slider at m = 1: the target never moves", transform=ax.transAxes, ha="center",
-                fontsize=8, color="tab:blue")  # fmt: skip
-    ax.set_yscale("log")
-    ax.set_ylim(1e-4 / 2, 1.5)
-    ax.set_xlabel("step of a run as long as this signal")
-    ax.set_ylabel("1 - m (log scale)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    return fig
-
-
-def ema_explorer(*, n_steps: int = 600, jump_at: int = 100, seed: int = 0):
-    """An `ipywidgets.interactive` over `ema_explorer_data`: a momentum slider whose stops are log-spaced in
-    1 - m from 0 to 1.0 (`MOMENTUM_STOPS`, the paper's 0.996 included) and a noise slider; redraws the noisy
-    signal and its EMA, then the paper's momentum schedule with the slider's value across it. `.result` is
-    the latest data dict; children: the two sliders, the output. A bad value reaching the callback shows a
-    message naming it; bad arguments here raise ValueError."""
-    import ipywidgets as w
-
-    from .viz import plot_ema_trace
-
-    _check_int("n_steps", n_steps, 3)
-    _check_int("jump_at", jump_at, 2, n_steps - 1)
-    common = dict(
-        continuous_update=False, style=dict(description_width="110px"), layout=w.Layout(width="480px")
-    )
-    sliders = dict(
-        momentum=w.SelectionSlider(options=[(f"{m:.4f}", m) for m in MOMENTUM_STOPS], value=0.9, description="momentum m", **common),
-        noise=w.FloatSlider(value=0.5, min=0.0, max=2.0, step=0.05, description="noise std", **common),
-    )  # fmt: skip
-
-    def update(momentum, noise):
-        try:
-            data = ema_explorer_data(
-                float(momentum), noise=float(noise), n_steps=n_steps, jump_at=jump_at, seed=seed
-            )
-        except (TypeError, ValueError) as err:  # only reachable from code: the sliders hold valid values
-            _print_wrapped(
-                f"Invalid setting, nothing drawn.\nmomentum m = {momentum!r}, noise std = {noise!r}: {err}"
-            )
-            return dict(momentum=momentum, noise=noise, error=str(err))
-        print(format_ema_stats(data))
-        for fig in (
-            plot_ema_trace(data["signal"], {f"EMA, m = {data['momentum']:.4f}": data["ema"]}, clean=data["clean"]),
-            plot_momentum_schedule(data["momentum"], n_steps),
-        ):  # fmt: skip
-            plt.show()
-            plt.close(fig)
-        return data
-
-    widget = w.interactive(update, **sliders)
-    widget.children[-1].layout.height = "560px"
     return widget

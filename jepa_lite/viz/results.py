@@ -1,0 +1,159 @@
+"""Plots of results: probe accuracies, the experiment grid, accuracy against training compute, and accuracy
+against the strength of label-irrelevant detail."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+PROBE_NAMES = {"linear_probe": "linear probe", "knn": "k-NN", "low_shot": "1% low-shot"}
+
+
+def plot_probe_bars(
+    results: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] = ("linear_probe", "knn", "low_shot"),
+    *,
+    chance: float | None = None,
+    title: str | None = None,
+    errors: Mapping[str, Mapping[str, float]] | None = None,
+) -> Figure:
+    """Grouped bars of probe accuracies (%): results = {encoder: {metric: value}}, one group per metric,
+    the legend to the right; `errors` (same layout, e.g. std over seeds) draws error bars."""
+    names = list(results)
+    if not names:
+        raise ValueError("results is empty; pass {encoder name: {metric: accuracy}}")
+    width = 0.8 / len(names)
+    x = np.arange(len(metrics))
+    fig, ax = plt.subplots(figsize=(1.9 * len(metrics) + 3.4, 3.2))
+    for k, name in enumerate(names):
+        vals = [float(results[name].get(m, np.nan)) for m in metrics]
+        err = [float(errors.get(name, {}).get(m, 0.0)) for m in metrics] if errors else None
+        bars = ax.bar(x + (k - (len(names) - 1) / 2) * width, vals, width, label=name, yerr=err, capsize=2)
+        ax.bar_label(bars, labels=[f"{v:.1f}" for v in vals], fontsize=7, padding=2)
+    if chance is not None:
+        ax.axhline(chance, color="black", ls=":", lw=1, label="chance")
+    ax.set_xticks(x, [PROBE_NAMES.get(m, m) for m in metrics])
+    ax.set_ylabel("accuracy (%)")
+    top = max(float(results[n].get(m, 0) or 0) for n in names for m in metrics)
+    ax.set_ylim(0, min(100, top * 1.1 + 3))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_experiment_summary(summary: Mapping[str, Sequence[Mapping]], metric: str = "linear_probe") -> Figure:
+    """One panel per experiment group: horizontal bars of `metric` (mean, std over seeds as error bars) for
+    each row of `summary` (the format of `jepa_lite.tables.summarize`); rows not run are left empty."""
+    groups = [g for g, rows in summary.items() if rows]
+    if not groups:
+        raise ValueError("summary has no groups with rows")
+    n_cols = min(4, len(groups))
+    n_rows = math.ceil(len(groups) / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.2 * n_cols, 2.6 * n_rows), squeeze=False)
+    for ax, g in zip(axes.flat, groups, strict=False):
+        rows = list(summary[g])[::-1]  # first row on top
+        means = [r[metric]["mean"] if metric in r else np.nan for r in rows]
+        stds = [r[metric]["std"] if metric in r else 0.0 for r in rows]
+        y = np.arange(len(rows))
+        ax.barh(y, np.nan_to_num(means), xerr=stds, color="tab:blue", alpha=0.8, capsize=2)
+        finite = [m for m in means if not math.isnan(m)]
+        lo = max(0.0, min(finite) - 10) if finite else 0.0
+        ax.set_xlim(lo, max(finite) + 6 if finite else 100)
+        for yi, m, sd in zip(y, means, stds, strict=True):
+            ax.text(
+                lo if math.isnan(m) else m + sd,
+                yi,
+                " not run" if math.isnan(m) else f"  {m:.1f}",
+                va="center",
+                fontsize=7,
+                color="0.5" if math.isnan(m) else "black",
+            )
+        ax.set_yticks(y, [r["name"] for r in rows], fontsize=7)
+        ax.set_title(g.replace("_", " "), fontsize=9)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    fig.supxlabel(f"{PROBE_NAMES.get(metric, metric)} (%)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_compute(
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    metrics: Sequence[str] = ("linear_probe", "knn"),
+    *,
+    baselines: Mapping[str, Mapping[str, float]] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Probe accuracy against training minutes: one line per entry of `curves` ({label: [{"train_minutes": t,
+    metric: accuracy, ...}, ...]}, e.g. the snapshots of a course checkpoint's card), and a dashed horizontal
+    line per entry of `baselines` ({label: {metric: accuracy}}, e.g. the random-init encoder). The
+    course-scale version of the paper's Figure 1 (linear evaluation against pretraining GPU hours)."""
+    if not curves:
+        raise ValueError("curves is empty; pass {label: [{'train_minutes': t, metric: accuracy}, ...]}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for label, points in curves.items():
+            x = [p["train_minutes"] for p in points]
+            y = [p[metric] for p in points]
+            ax.plot(x, y, marker="o" if len(x) > 1 else "*", ms=5 if len(x) > 1 else 11, label=label)
+            ax.annotate(
+                f"{y[-1]:.1f}", (x[-1], y[-1]), textcoords="offset points", xytext=(4, -3), fontsize=7
+            )
+        for k, (label, values) in enumerate((baselines or {}).items()):
+            ax.axhline(values[metric], ls="--", lw=1, color=f"{0.25 + 0.25 * k:.2f}", label=label)
+        ax.set_xlabel("training time (minutes)")
+        ax.set_ylabel(f"{PROBE_NAMES.get(metric, metric)} (%)")
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_nuisance(rows: Sequence[Mapping], metrics: Sequence[str] = ("linear_probe", "knn")) -> Figure:
+    """Accuracy against the strength of label-irrelevant detail: one panel per metric and kind of detail
+    ("noise", "stripes"), one line per method, error bars the std over seeds. `rows` are the `nuisance` group
+    of results/summary.json, named "METHOD, clean" or "METHOD, KIND STRENGTH"; the clean row is strength 0
+    of both kinds. Rows not run yet are left out (a method with none is not drawn)."""
+    points: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for row in rows:
+        method, setting = row["name"].rsplit(", ", 1)
+        if not row.get("n"):
+            continue
+        kinds = ("noise", "stripes") if setting == "clean" else (setting.split()[0],)
+        strength = 0.0 if setting == "clean" else float(setting.split()[1])
+        for kind in kinds:
+            for metric in metrics:
+                stats = row[metric]
+                points.setdefault((method, kind, metric), []).append((strength, stats["mean"], stats["std"]))
+    if not points:
+        raise ValueError("no nuisance row has been run yet: `python scripts/reproduce.py --groups nuisance`")
+    methods = list(dict.fromkeys(m for m, _, _ in points))
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(8.4, 3.0 * len(metrics)), squeeze=False)
+    for r, metric in enumerate(metrics):
+        for c, kind in enumerate(("noise", "stripes")):
+            ax = axes[r, c]
+            for k, method in enumerate(methods):
+                pts = sorted(points.get((method, kind, metric), []))
+                if pts:
+                    x, y, e = zip(*pts, strict=True)
+                    ax.errorbar(x, y, yerr=e, marker="o", ms=4, capsize=2, color=f"C{k}", label=method)
+            ax.set_title(
+                f"{kind}: {'unpredictable' if kind == 'noise' else 'predictable'} detail", fontsize=9
+            )
+            ax.set_xlabel("strength (peak grey level of the detail, 0 = clean)", fontsize=8)
+            ax.set_ylabel(f"{PROBE_NAMES.get(metric, metric)} (%)", fontsize=8)
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig

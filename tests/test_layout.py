@@ -1,0 +1,103 @@
+"""The package's layout rules (CONTRIBUTING.md): small modules, imports at the top and only downward (no cycle),
+and one registry per kind of name that every implementation agrees with."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from jepa_lite import build, collate, data, methods, nuisance, registry
+
+PACKAGE = Path(__file__).resolve().parents[1] / "jepa_lite"
+MAX_LINES = 420
+# imports allowed inside a function: optional dependencies, and torchvision's downloader, which only a
+# Fashion-MNIST download without Debian's package needs
+LAZY = {"ipywidgets", "torchvision.datasets"}
+
+
+def modules() -> dict[str, Path]:
+    """Dotted name -> file, for every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def package_imports(name: str, path: Path) -> tuple[set[str], list[str]]:
+    """(package modules imported at module level, imports found inside functions)."""
+    tree = ast.parse(path.read_text())
+    is_pkg = path.name == "__init__.py"
+    top, inner = set(), []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_pkg else 0)]
+                target = ".".join(base + ([node.module] if node.module else []))
+                top |= {target} if node.module else {f"{target}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jepa_lite"):
+                top.add(node.module)
+        else:
+            names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            inner += [n for n in names if n]
+    return top, inner
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
+    assert {n: k for n, k in long.items() if k > MAX_LINES} == {}
+
+
+def test_imports_sit_at_the_top_except_optional_ones():
+    inner = {n: [i for i in package_imports(n, p)[1] if i not in LAZY] for n, p in modules().items()}
+    assert {n: i for n, i in inner.items() if i} == {}
+
+
+def test_the_package_has_no_import_cycle():
+    mods = modules()
+    graph = {n: {t for t in package_imports(n, p)[0] if t in mods and t != n} for n, p in mods.items()}
+    # a package's __init__ may re-export its own submodules; a submodule importing its package's __init__
+    # would be a cycle and is kept in the graph
+    for n in graph:
+        graph[n] -= {t for t in graph[n] if t.startswith(n + ".")}
+    state: dict[str, int] = {}
+
+    def visit(n: str, stack: list[str]) -> None:
+        state[n] = 1
+        for t in sorted(graph[n]):
+            if state.get(t) == 1:
+                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(t) :] + [n, t]))
+            if t not in state:
+                visit(t, stack + [n])
+        state[n] = 2
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n, [])
+
+
+def test_only_the_drawing_modules_import_viz():
+    mods = modules()
+    users = {
+        n for n, p in mods.items() if any(t.startswith("jepa_lite.viz") for t in package_imports(n, p)[0])
+    }
+    assert {u for u in users if not u.startswith(("jepa_lite.viz", "jepa_lite.widgets"))} <= {
+        "jepa_lite.diagrams"
+    }
+
+
+def test_the_import_graph_is_read_from_relative_imports():
+    """The cycle check above is not vacuous: train's relative imports are edges of its graph."""
+    mods = modules()
+    top, _ = package_imports("jepa_lite.train", mods["jepa_lite.train"])
+    assert {"jepa_lite.build", "jepa_lite.batches", "jepa_lite.steplog"} <= top
+
+
+def test_each_registry_names_what_its_implementation_provides():
+    assert tuple(methods.METHODS) == registry.METHODS == tuple(build.METHOD_BUILDERS)
+    assert set(registry.METHOD_PRESETS) == set(registry.METHODS) == set(registry.METHOD_NAMES)
+    assert tuple(collate.COLLATORS) == registry.MASK_STRATEGIES
+    assert tuple(data._INFO) == registry.DATASETS == tuple(registry.TRAIN_SIZES)
+    assert nuisance.KINDS == registry.NUISANCE_KINDS
