@@ -49,27 +49,46 @@ def test_mask_overlay_and_grid_return_figures():
     images = torch.randn(6, 1, 32, 32)
     fig = viz.plot_mask_overlay(images[0], ctx[0], tgt[0], 8, title="x")
     assert isinstance(fig, Figure) and len(fig.axes) == 2
+    # the coloured layer is the label map of these masks, drawn over the whole image
+    overlay = fig.axes[0].images[-1]
+    np.testing.assert_array_equal(overlay.get_array(), viz.mask_label_map(ctx[0], tgt[0], 8))
+    assert overlay.get_extent() == [-0.5, 31.5, 31.5, -0.5]
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), viz.image_to_display(images[0]))
     fig = viz.plot_mask_grid(ctx, tgt, 8, images=images, n=5, ncols=3)
     assert isinstance(fig, Figure) and len(fig.axes) == 6  # 2 rows x 3, last one switched off
     assert not fig.axes[-1].axison
+    for i in range(5):  # panel i shows row i's masks on row i's image
+        np.testing.assert_array_equal(
+            fig.axes[i].images[-1].get_array(), viz.mask_label_map(ctx[i], tgt[i], 8)
+        )
+        np.testing.assert_allclose(fig.axes[i].images[0].get_array(), viz.image_to_display(images[i]))
 
 
 def test_coverage_uses_a_shared_colour_scale():
-    fig = viz.plot_coverage({"a": torch.zeros(4, 4), "b": torch.ones(4, 4)})
+    maps = {"a": torch.zeros(4, 4), "b": torch.linspace(0, 1, 16).view(4, 4)}
+    fig = viz.plot_coverage(maps)
     ims = [ax.images[0] for ax in fig.axes if ax.images]
     assert len(ims) == 2
     assert all(im.get_clim() == (0.0, 1.0) for im in ims)
+    for im, m in zip(ims, maps.values(), strict=True):  # each panel shows its own map, untouched
+        np.testing.assert_allclose(im.get_array(), m.numpy())
 
 
 def test_size_histograms_report_means():
     fig = viz.plot_size_histograms([10, 20, 30], [5, 5, 7], num_patches=64)
     assert len(fig.axes) == 2
-    assert "mean" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "mean 0.312"  # 20 of 64 patches
+    assert fig.axes[1].get_legend().get_texts()[0].get_text() == "mean 0.0885"  # 5.67 of 64
 
 
 def test_patches_figure_has_one_axis_per_token_plus_image():
-    fig = viz.plot_patches(torch.randn(1, 16, 16), 4)
+    image = torch.randn(1, 16, 16)
+    fig = viz.plot_patches(image, 4)
     assert len(fig.axes) == 1 + 16
+    shown = viz.image_to_display(image)
+    for p, ax in enumerate(fig.axes[1:]):  # token p is patch p in raster order: row p // 4, column p % 4
+        r, c = divmod(p, 4)
+        np.testing.assert_allclose(ax.images[0].get_array(), shown[4 * r : 4 * r + 4, 4 * c : 4 * c + 4])
     with pytest.raises(ValueError, match="patch_size"):
         viz.plot_patches(torch.randn(1, 15, 16), 4)
 
