@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 SCAN_LIMIT = 200_000  # image folders up to this size are checked file by file when built (~50 us a file)
 
@@ -32,69 +31,52 @@ def load_rgb(path: str | Path):
     return img.convert("RGB")
 
 
-class RobustImageFolder(Dataset):
-    """torchvision's ImageFolder (wrapped, same `samples`, `targets`, `classes`, `transform`) that converts
-    every image to RGB and skips unreadable files instead of crashing a run.
+class RobustImageFolder(ImageFolder):
+    """torchvision's ImageFolder that converts every image to RGB and skips unreadable files instead of
+    crashing a run.
 
-    With `scan=True` it opens every file's header once and drops the unreadable ones with one warning naming
-    the count and the first file. A file that still fails to decode when loaded (truncated pixel data) is
-    replaced by the next readable image, with a warning naming it. Skipped paths are listed in `skipped`."""
+    With `scan=True` its `is_valid_file` opens every file's header once, and the unreadable ones are left out
+    with one warning naming the count and the first file. A file that still fails to decode when loaded
+    (truncated pixel data) is replaced by the next readable image, with a warning naming it. Skipped paths
+    are listed in `skipped`."""
 
     def __init__(self, root: str | Path, transform: Callable | None = None, scan: bool = True) -> None:
-        self.folder = ImageFolder(str(root), transform=transform, loader=load_rgb)
-        self.root, self.classes, self.class_to_idx = (
-            self.folder.root,
-            self.folder.classes,
-            self.folder.class_to_idx,
-        )
-        self.skipped: list[str] = []
-        if scan:
-            self._scan()
+        bad: list[tuple[str, str]] = []
 
-    @property
-    def samples(self) -> list[tuple[str, int]]:
-        return self.folder.samples
-
-    @property
-    def targets(self) -> list[int]:
-        return self.folder.targets
-
-    @property
-    def transform(self) -> Callable | None:
-        return self.folder.transform
-
-    def _scan(self) -> None:
-        good, bad = [], []
-        for path, label in self.samples:
+        def readable(path: str) -> bool:
+            if not has_file_allowed_extension(path, IMG_EXTENSIONS):
+                return False
+            if not scan:
+                return True
             try:
                 with Image.open(path) as img:  # header only: catches empty, garbage and mislabelled files
                     img.size  # noqa: B018
-                good.append((path, label))
+                return True
             except Exception as err:  # noqa: BLE001 - PIL raises many types for garbage
                 bad.append((path, f"{type(err).__name__}: {err}"))
-        if not good:
+                return False
+
+        super().__init__(
+            str(root), transform=transform, loader=load_rgb, is_valid_file=readable, allow_empty=True
+        )
+        self.skipped = [p for p, _ in bad]
+        if not self.samples:
+            first = f" (first: {bad[0][0]}: {bad[0][1]})" if bad else ""
             raise FileNotFoundError(
-                f"image folder {self.root}: none of its {len(bad)} image files can be read "
-                f"(first: {bad[0][0]}: {bad[0][1]})"
+                f"image folder {self.root}: none of its {len(bad)} image files can be read{first}"
             )
         if bad:
             warnings.warn(
                 f"image folder {self.root}: skipped {len(bad)} unreadable image file(s) of "
-                f"{len(self.samples)} (first: {bad[0][0]}: {bad[0][1]})",
+                f"{len(bad) + len(self.samples)} (first: {bad[0][0]}: {bad[0][1]})",
                 stacklevel=4,
             )
-            self.skipped = [p for p, _ in bad]
-            self.folder.samples = self.folder.imgs = good
-            self.folder.targets = [label for _, label in good]
-
-    def __len__(self) -> int:
-        return len(self.folder)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        n = len(self.folder)
+        n = len(self.samples)
         for k in range(n):
             try:
-                return self.folder[(index + k) % n]
+                return super().__getitem__((index + k) % n)
             except Exception as err:  # noqa: BLE001 - a truncated or corrupt file: use the next image
                 path = self.samples[(index + k) % n][0]
                 if path not in self.skipped:
