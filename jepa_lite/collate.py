@@ -108,9 +108,13 @@ class MaskCollator:
         self._calls = 0
         self.sample(1, torch.Generator().manual_seed(0))  # validate the arguments now, not in a worker
 
+    sampler = None  # each strategy's sampling function: (batch_size, grid, *, generator, **kwargs) -> masks
+
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Draw context_idx [B, Kc] and target_idx [B, M, Kt]."""
-        raise NotImplementedError
+        """Draw context_idx [B, Kc] and target_idx [B, M, Kt] with the strategy's sampler."""
+        if self.sampler is None:
+            raise NotImplementedError("MaskCollator is abstract: use make_collator(strategy, grid)")
+        return type(self).sampler(batch_size, self.grid, generator=generator, **self.mask_kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         """Fold the epoch into the seed of key-less batches."""
@@ -165,29 +169,25 @@ class MaskCollator:
 class MultiBlockMaskCollator(MaskCollator):
     """The paper's multi-block masks (kwargs of `sample_masks`)."""
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return sample_masks(batch_size, self.grid, generator=generator, **self.mask_kwargs)
+    sampler = staticmethod(sample_masks)
 
 
 class RandomMaskCollator(MaskCollator):
     """Random-patch masks (kwargs of `sample_random_masks`)."""
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return sample_random_masks(batch_size, self.grid, generator=generator, **self.mask_kwargs)
+    sampler = staticmethod(sample_random_masks)
 
 
 class BlockMaskCollator(MaskCollator):
     """Single-block masks (kwargs of `sample_block_masks`)."""
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return sample_block_masks(batch_size, self.grid, generator=generator, **self.mask_kwargs)
+    sampler = staticmethod(sample_block_masks)
 
 
 class RasterizedMaskCollator(MaskCollator):
     """Quadrant masks (`sample_rasterized_masks`)."""
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return sample_rasterized_masks(batch_size, self.grid, generator=generator, **self.mask_kwargs)
+    sampler = staticmethod(sample_rasterized_masks)
 
 
 COLLATORS: dict[str, type[MaskCollator]] = {
