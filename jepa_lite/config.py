@@ -40,10 +40,8 @@ class DataConfig:
     name: str = "fmnist"  # fmnist | shapes | cifar10 | stl10 | imagefolder
     root: str | None = None  # dataset folder; None searches the usual places (see data.py)
     image_size: int = 28  # fmnist 28 px -> a 7x7 grid of 4-px patches (32 pads to 8x8)
-    crop_scale: tuple[float, float] = (
-        0.3,
-        1.0,
-    )  # RandomResizedCrop for image folders (the only augmentation)
+    # RandomResizedCrop scale of image folders' training split (the paper's only augmentation)
+    crop_scale: tuple[float, float] = (0.3, 1.0)
     limit: int | None = None  # train on the first N images only
     num_workers: int = 0  # DataLoader worker processes (the mask collator runs inside them)
     # label-irrelevant background detail (jepa_lite.nuisance), in pretraining and probe images alike:
@@ -63,9 +61,8 @@ class ModelConfig:
     predictor_heads: int = 4
     drop_path: float = 0.0
     grad_checkpointing: bool = False  # activation checkpointing, for ViT-H / ViT-g on small GPUs
-    init: str = (
-        "depth_rescale"  # depth_rescale (timm's, residual branches / sqrt(2*layer)) | official (all 0.02)
-    )
+    # depth_rescale (timm's: residual branches / sqrt(2*layer)) | official (every weight std 0.02)
+    init: str = "depth_rescale"
 
 
 @dataclass
@@ -107,10 +104,9 @@ class MethodConfig:
     target_mode: str = "ema"  # ijepa collapse lab: ema | online_stopgrad | online
     temperature: float = 0.2  # invariant
     norm_pix: bool = True  # mae
-    pixel_decode: str = (
-        "joint"  # mae: joint (every target patch in one pass) | per_block (one pass per target
-    )
-    # block, as I-JEPA's predictor: the pixel-target I-JEPA with multi-block masks)
+    # mae: joint (every target patch in one pass) | per_block (one pass per target block, as I-JEPA's
+    # predictor: the pixel-target I-JEPA with multi-block masks)
+    pixel_decode: str = "joint"
     crop_scale: tuple[float, float] | None = (
         None  # ijepa, mae: RandomResizedCrop in the step (fmnist, shapes)
     )
@@ -135,9 +131,7 @@ class Config:
     log_every: int = 10
     ckpt_every: int = 0  # optimizer steps between checkpoints; 0 -> only at the end
     keep_last: int = 2
-    dist_timeout: int = (
-        600  # seconds a collective waits for a lost process before the run stops with an error
-    )
+    dist_timeout: int = 600  # seconds a collective waits for a lost process before the run stops
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -23,9 +23,8 @@ from .evaluate import (
 )
 from .registry import METHOD_PRESETS
 
-GRID_BASE = (
-    "fmnist_grid"  # the config every row of the grid changes (not the course default, fmnist_vit_tiny)
-)
+# the config every row of the grid changes (not the course default, fmnist_vit_tiny)
+GRID_BASE = "fmnist_grid"
 METRICS = ("linear_probe", "knn", "low_shot", "rankme", "count", "position")
 MAE_PRESET = ("method.name=mae", *METHOD_PRESETS["mae"])  # MAE as `scripts/pretrain.py --method mae` runs it
 SMALL_BATCH = ("optim.global_batch=32", "optim.lr=3.5e-4", "optim.start_lr=7e-5")  # 8x more, smaller updates

@@ -84,9 +84,8 @@ def _setup(cfg: Config, dataset: Dataset | None, accelerator: Accelerator | None
     optimizer = torch.optim.AdamW(
         param_groups(method), lr=o.lr, betas=o.betas, fused=acc.device.type == "cuda"
     )
-    if (
-        cfg.compile
-    ):  # in place, so state-dict keys stay the same; fixed masks compile once, others are dynamic
+    # compiled in place, so state-dict keys stay the same; fixed masks compile once, others are dynamic
+    if cfg.compile:
         method.compile(dynamic=cfg.mask.context_fill != "fixed")
     method, optimizer = acc.prepare(method, optimizer)
     return _Run(
