@@ -15,6 +15,7 @@ from .masks import (
     Grid,
     _as_grid,
     _block_indices,
+    _check_geometry,
     _check_int,
     _check_range,
     _positions,
@@ -106,16 +107,15 @@ def official_collator_sample(
     batch_size: int,
     grid: Grid,
     *,
-    n_targets: int = 4,
-    target_scale: tuple[float, float] = (0.15, 0.2),
-    target_aspect: tuple[float, float] = (0.75, 1.5),
-    context_scale: tuple[float, float] = (0.85, 1.0),
-    context_aspect: tuple[float, float] = (1.0, 1.0),
     min_keep: int = 4,
     max_tries: int = 20,
     generator: torch.Generator | None = None,
+    **geometry,
 ) -> tuple[Tensor, Tensor]:
     """The official I-JEPA collator's behaviour, flaws included, re-implemented for the lesson of notebook 01.
+
+    `geometry`: the keys of `masks.MULTIBLOCK` (the paper's values by default), except that the official
+    code's `min_keep` stands in for `min_context`.
 
     Flaws kept: one random number drives both scale and aspect; block sides are clamped to H-1 / W-1 and
     positions drawn with an exclusive bound `randint(0, H - h)`, so blocks never touch the last row/column;
@@ -125,7 +125,8 @@ def official_collator_sample(
     """
     _check_int("batch_size", batch_size, 1)
     H, W = _as_grid(grid)
-    _check_int("n_targets", n_targets, 1)
+    g = _check_geometry(geometry)
+    n_targets = _check_int("n_targets", g["n_targets"], 1)
     _check_int("max_tries", max_tries, 1)
 
     def size(scale, aspect):
@@ -142,7 +143,10 @@ def official_collator_sample(
         mask[top : top + h, left : left + w] = True
         return mask
 
-    (h, w), (hc, wc) = size(target_scale, target_aspect), size(context_scale, context_aspect)
+    (h, w), (hc, wc) = (
+        size(g["target_scale"], g["target_aspect"]),
+        size(g["context_scale"], g["context_aspect"]),
+    )
     contexts, targets = [], []
     for _ in range(batch_size):
         image_targets = []

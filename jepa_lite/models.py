@@ -228,13 +228,9 @@ class PixelDecoder(Predictor):
         super().__init__(grid, embed_dim, out_dim=patch_size * patch_size * in_chans, **kwargs)
 
     def forward(
-        self,
-        context_tokens: Tensor,
-        context_idx: Tensor,
-        target_idx: Tensor,
-        context_valid: Tensor | None = None,
-        target_valid: Tensor | None = None,
+        self, context_tokens, context_idx, target_idx, context_valid=None, target_valid=None
     ) -> Tensor:
+        """As `Predictor.forward`, with every target block decoded together: -> [B, M*Kt, p*p*C]."""
         flat = target_idx.reshape(target_idx.shape[0], 1, -1)
         tv = None if target_valid is None else target_valid.reshape(flat.shape)
         return super().forward(context_tokens, context_idx, flat, context_valid, tv)[:, 0]
