@@ -35,103 +35,134 @@ __all__ = [
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
+# Each field's valid values sit beside it (dataclass metadata), and `check_config` reads them:
+#   one_of(default, names)               a name from a registry
+#   at_least(default, lo[, hi])          lo <= value (<= hi); None passes where the type allows it
+#   above(default, lo[, hi])             lo < value (<= hi)
+#   min_max(default, lo[, hi])           a (min, max) pair with lo < min <= max (<= hi)
+
+
+def one_of(default: Any, names: typing.Sequence[str]) -> Any:
+    return field(default=default, metadata={"one_of": tuple(names)})
+
+
+def at_least(default: Any, lo: float, hi: float | None = None) -> Any:
+    return field(default=default, metadata={"range": (lo, hi, True)})
+
+
+def above(default: Any, lo: float, hi: float | None = None) -> Any:
+    return field(default=default, metadata={"range": (lo, hi, False)})
+
+
+def min_max(default: Any, lo: float = 0, hi: float | None = 1) -> Any:
+    return field(default=default, metadata={"pair": (lo, hi)})
+
+
 @dataclass
 class DataConfig:
-    name: str = "fmnist"  # fmnist | shapes | cifar10 | stl10 | imagefolder
-    root: str | None = None  # dataset folder; None searches the usual places (see data.py)
-    image_size: int = 28  # fmnist 28 px -> a 7x7 grid of 4-px patches (32 pads to 8x8)
+    name: str = one_of("fmnist", registry.DATASETS)
+    root: str | None = None  # dataset folder; None searches the usual places (see fashion_mnist.py)
+    image_size: int = at_least(28, 1)  # fmnist 28 px -> a 7x7 grid of 4-px patches (32 pads to 8x8)
     # RandomResizedCrop scale of image folders' training split (the paper's only augmentation)
-    crop_scale: tuple[float, float] = (0.3, 1.0)
-    limit: int | None = None  # train on the first N images only
-    num_workers: int = 0  # DataLoader worker processes (the mask collator runs inside them)
+    crop_scale: tuple[float, float] = min_max((0.3, 1.0))
+    limit: int | None = at_least(None, 1)  # train on the first N images only
+    num_workers: int = at_least(0, 0)  # DataLoader worker processes (the mask collator runs inside them)
     # label-irrelevant background detail (jepa_lite.nuisance), in pretraining and probe images alike:
-    nuisance: str = "none"  # none | noise (unpredictable) | stripes (predictable); fmnist only
+    # none | noise (unpredictable) | stripes (predictable); fmnist only
+    nuisance: str = one_of("none", ("none", *registry.NUISANCE_KINDS))
     nuisance_strength: float = 0.0  # 0 (clean) .. 1: the detail's peak grey level, a fraction of white
 
 
 @dataclass
 class ModelConfig:
     name: str | None = None  # a timm ViT name (vit_huge_patch14_224 ...); None -> the explicit size below
-    patch_size: int = 4
-    embed_dim: int = 192
-    depth: int = 4
-    num_heads: int = 3
-    predictor_dim: int = 96
-    predictor_depth: int = 3
-    predictor_heads: int = 4
-    drop_path: float = 0.0
+    patch_size: int = at_least(4, 1)
+    embed_dim: int = at_least(192, 1)
+    depth: int = at_least(4, 1)
+    num_heads: int = at_least(3, 1)
+    predictor_dim: int = at_least(96, 1)
+    predictor_depth: int = at_least(3, 1)
+    predictor_heads: int = at_least(4, 1)
+    drop_path: float = at_least(0.0, 0, 1)
     grad_checkpointing: bool = False  # activation checkpointing, for ViT-H / ViT-g on small GPUs
     # depth_rescale (timm's: residual branches / sqrt(2*layer)) | official (every weight std 0.02)
-    init: str = "depth_rescale"
+    init: str = one_of("depth_rescale", registry.INITS)
 
 
 @dataclass
 class MaskConfig:
-    strategy: str = "multiblock"  # multiblock | random | block | rasterized
-    n_targets: int = 4
-    target_scale: tuple[float, float] = (0.15, 0.2)
-    target_aspect: tuple[float, float] = (0.75, 1.5)
-    context_scale: tuple[float, float] = (0.85, 1.0)
-    min_context: int = 4
-    target_ratio: float = 0.6  # random strategy (MAE uses 0.75)
-    context_fill: str = "subsample"  # multiblock: subsample contexts to the batch's shortest | pad (keep all)
-    # | fixed (the same Kc and Kt every step, for compiled steps; masks.fixed_lengths)
+    strategy: str = one_of("multiblock", registry.MASK_STRATEGIES)
+    n_targets: int = at_least(4, 1)
+    target_scale: tuple[float, float] = min_max((0.15, 0.2))
+    target_aspect: tuple[float, float] = min_max((0.75, 1.5), 0, None)
+    context_scale: tuple[float, float] = min_max((0.85, 1.0))
+    min_context: int = at_least(4, 1)
+    target_ratio: float = above(0.6, 0, 1)  # random strategy (MAE uses 0.75)
+    # multiblock: subsample contexts to the batch's shortest | pad (keep all) | fixed (the same Kc and Kt
+    # every step, for compiled steps; masks.fixed_lengths)
+    context_fill: str = one_of("subsample", registry.CONTEXT_FILLS)
     context_length: int | None = None  # fixed: tokens per context (None: masks.fixed_lengths of the geometry)
     target_length: int | None = None  # fixed: tokens per target block (None: the largest block possible)
 
 
 @dataclass
 class OptimConfig:
-    global_batch: int = 256  # the contract: per-device batch and accumulation are derived from the world size
-    max_device_batch: int | None = None  # largest micro-batch per device; None -> global_batch / world_size
-    epochs: float = 0.8
-    max_steps: int | None = None  # cap on optimizer steps (quick runs, tests); schedules span the capped run
-    warmup_epochs: float = 0.1
-    lr: float = 1e-3
-    start_lr: float = 2e-4
-    final_lr: float = 1e-6
-    weight_decay: float = 0.04
-    final_weight_decay: float = 0.4
-    ema: tuple[float, float] = (0.996, 1.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float | None = None
+    # the contract: per-device batch and accumulation are derived from the world size
+    global_batch: int = at_least(256, 1)
+    # largest micro-batch per device; None -> global_batch / world_size
+    max_device_batch: int | None = at_least(None, 1)
+    epochs: float = above(0.8, 0)
+    # cap on optimizer steps (quick runs, tests); the schedules span the capped run
+    max_steps: int | None = at_least(None, 1)
+    warmup_epochs: float = at_least(0.1, 0)
+    lr: float = above(1e-3, 0)
+    start_lr: float = at_least(2e-4, 0)
+    final_lr: float = at_least(1e-6, 0)
+    weight_decay: float = at_least(0.04, 0)
+    final_weight_decay: float = at_least(0.4, 0)
+    ema: tuple[float, float] = field(default=(0.996, 1.0), metadata={"pair": (0, 1), "allow_equal_low": True})
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"betas": True})
+    grad_clip: float | None = above(None, 0)
 
 
 @dataclass
 class MethodConfig:
-    name: str = "ijepa"  # ijepa | mae | invariant
-    loss: str = "smooth_l1"  # ijepa: smooth_l1 (official code) | l2 (paper text)
-    target_mode: str = "ema"  # ijepa collapse lab: ema | online_stopgrad | online
-    temperature: float = 0.2  # invariant
+    name: str = one_of("ijepa", registry.METHODS)
+    loss: str = one_of("smooth_l1", registry.LOSSES)  # ijepa: smooth_l1 (official code) | l2 (paper text)
+    target_mode: str = one_of(
+        "ema", registry.TARGET_MODES
+    )  # ijepa collapse lab: ema | online_stopgrad | online
+    temperature: float = above(0.2, 0)  # invariant
     norm_pix: bool = True  # mae
     # mae: joint (every target patch in one pass) | per_block (one pass per target block, as I-JEPA's
     # predictor: the pixel-target I-JEPA with multi-block masks)
-    pixel_decode: str = "joint"
-    crop_scale: tuple[float, float] | None = (
-        None  # ijepa, mae: RandomResizedCrop in the step (fmnist, shapes)
-    )
+    pixel_decode: str = one_of("joint", registry.PIXEL_DECODES)
+    # ijepa, mae: RandomResizedCrop in the step (fmnist, shapes)
+    crop_scale: tuple[float, float] | None = min_max(None)
 
 
 @dataclass
 class EvalConfig:
     enabled: bool = True
-    low_shot_per_class: int = 60  # 1% of Fashion-MNIST
-    train_limit: int | None = None
-    test_limit: int | None = None
-    batch_size: int = 512
+    low_shot_per_class: int = at_least(60, 1)  # 1% of Fashion-MNIST
+    train_limit: int | None = at_least(None, 1)
+    test_limit: int | None = at_least(None, 1)
+    batch_size: int = at_least(512, 1)
 
 
 @dataclass
 class Config:
     name: str = "fmnist_vit_tiny"
-    seed: int = 0
-    mixed_precision: str = "auto"  # auto (bf16 on CUDA, none on CPU) | no | bf16 | fp16
+    seed: int = at_least(0, 0)
+    mixed_precision: str = one_of(
+        "auto", registry.PRECISIONS
+    )  # auto (bf16 on CUDA, none on CPU) | no | bf16 | fp16
     compile: bool = False
     out_dir: str = "runs"
-    log_every: int = 10
-    ckpt_every: int = 0  # optimizer steps between checkpoints; 0 -> only at the end
-    keep_last: int = 2
-    dist_timeout: int = 600  # seconds a collective waits for a lost process before the run stops
+    log_every: int = at_least(10, 1)  # steps between refreshes of the progress bar's figures
+    ckpt_every: int = at_least(0, 0)  # optimizer steps between checkpoints; 0 -> only at the end
+    keep_last: int = at_least(2, 0)
+    dist_timeout: int = at_least(600, 1)  # seconds a collective waits for a lost process before the run stops
     method: MethodConfig = field(default_factory=MethodConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -254,73 +285,31 @@ def load_config(name_or_path: str | Path = "fmnist_vit_tiny", overrides: typing.
     return apply_overrides(cfg, overrides)
 
 
-# Valid names (jepa_lite.registry), checked before any data is read (the modules that use them check again,
-# for direct callers).
-CHOICES = {
-    "mixed_precision": registry.PRECISIONS,
-    "data.name": registry.DATASETS,
-    "method.name": registry.METHODS,
-    "method.loss": registry.LOSSES,
-    "method.target_mode": registry.TARGET_MODES,
-    "method.pixel_decode": registry.PIXEL_DECODES,
-    "mask.strategy": registry.MASK_STRATEGIES,
-    "mask.context_fill": registry.CONTEXT_FILLS,
-    "model.init": registry.INITS,
-}
-# key: (lowest, highest, lowest is allowed); None values pass (the key's type says when None is allowed)
-RANGES = {
-    "seed": (0, None, True),
-    "log_every": (1, None, True),
-    "ckpt_every": (0, None, True),
-    "keep_last": (0, None, True),
-    "dist_timeout": (1, None, True),
-    "data.image_size": (1, None, True),
-    "data.limit": (1, None, True),
-    "data.num_workers": (0, None, True),
-    "model.patch_size": (1, None, True),
-    "model.embed_dim": (1, None, True),
-    "model.depth": (1, None, True),
-    "model.num_heads": (1, None, True),
-    "model.predictor_dim": (1, None, True),
-    "model.predictor_depth": (1, None, True),
-    "model.predictor_heads": (1, None, True),
-    "model.drop_path": (0, 1, True),
-    "mask.n_targets": (1, None, True),
-    "mask.min_context": (1, None, True),
-    "mask.target_ratio": (0, 1, False),
-    "optim.global_batch": (1, None, True),
-    "optim.max_device_batch": (1, None, True),
-    "optim.epochs": (0, None, False),
-    "optim.max_steps": (1, None, True),
-    "optim.warmup_epochs": (0, None, True),
-    "optim.lr": (0, None, False),
-    "optim.start_lr": (0, None, True),
-    "optim.final_lr": (0, None, True),
-    "optim.weight_decay": (0, None, True),
-    "optim.final_weight_decay": (0, None, True),
-    "optim.grad_clip": (0, None, False),
-    "method.temperature": (0, None, False),
-    "eval.low_shot_per_class": (1, None, True),
-    "eval.train_limit": (1, None, True),
-    "eval.test_limit": (1, None, True),
-    "eval.batch_size": (1, None, True),
-}
-# (min, max) pairs: (lowest, highest) of both ends
-PAIRS = {
-    "data.crop_scale": (0, 1),
-    "mask.target_scale": (0, 1),
-    "mask.context_scale": (0, 1),
-    "mask.target_aspect": (0, None),
-    "optim.ema": (0, 1),
-    "optim.betas": (0, 1),
-    "method.crop_scale": (0, 1),
-}
-
-
-def _get(cfg: Config, key: str) -> Any:
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
+def _rule_violations(section: Any, prefix: str = ""):
+    """(key, message) for every field whose value breaks the rule in its metadata, in declaration order."""
+    for f in dataclasses.fields(section):
+        key, v = prefix + f.name, getattr(section, f.name)
+        if dataclasses.is_dataclass(v):
+            yield from _rule_violations(v, key + ".")
+            continue
+        rule = f.metadata
+        if v is None or not rule:
+            continue
+        if "one_of" in rule and v not in rule["one_of"]:
+            yield key, f"{key}={v!r} is not one of {', '.join(rule['one_of'])}"
+        if "range" in rule:
+            lo, hi, closed = rule["range"]
+            if not (v >= lo if closed else v > lo) or (hi is not None and v > hi) or v != v:
+                left, right = "[" if closed else "(", "]" if hi is not None else ")"
+                yield key, f"{key}={v!r} must lie in {left}{lo}, {hi if hi is not None else 'inf'}{right}"
+        if "betas" in rule and not all(0 <= x < 1 for x in v):
+            yield key, f"{key}={list(v)} must be a (min, max) pair with 0 <= each < 1"
+        if "pair" in rule:
+            (a, b), (lo, hi) = v, rule["pair"]
+            low_ok = lo <= a if rule.get("allow_equal_low") else lo < a
+            if not (low_ok and a <= b and (hi is None or b <= hi)):
+                valid = f"{lo} < min <= max" + (f" <= {hi}" if hi else "")
+                yield key, f"{key}={[a, b]} must be a (min, max) pair with {valid}"
 
 
 def check_config(cfg: Config) -> Config:
@@ -328,33 +317,8 @@ def check_config(cfg: Config) -> Config:
 
     Runs in milliseconds, before any data or model is built. Geometry that needs the grid (mask blocks,
     patch size against image size) is checked where it is known: masks.py and models.py."""
-    for key, valid in CHOICES.items():
-        if _get(cfg, key) not in valid:
-            raise ValueError(f"{key}={_get(cfg, key)!r} is not one of {', '.join(valid)}")
-    for key, (lo, hi, closed) in RANGES.items():
-        v = _get(cfg, key)
-        if v is None:
-            continue
-        if not (v >= lo if closed else v > lo) or (hi is not None and v > hi) or v != v:
-            left, right = "[" if closed else "(", "]" if hi is not None else ")"
-            span = f"{left}{lo}, {hi if hi is not None else 'inf'}{right}"
-            raise ValueError(f"{key}={v!r} must lie in {span}")
-    for key, (lo, hi) in PAIRS.items():
-        if _get(cfg, key) is None:
-            continue
-        a, b = _get(cfg, key)
-        inside = lo < a <= b and (hi is None or b <= hi)
-        if key == "optim.betas":
-            inside = 0 <= a < 1 and 0 <= b < 1
-        elif key == "optim.ema":
-            inside = 0 <= a <= b <= 1
-        if not inside:
-            valid = (
-                "0 <= each < 1"
-                if key == "optim.betas"
-                else f"{lo} < min <= max" + (f" <= {hi}" if hi else "")
-            )
-            raise ValueError(f"{key}={[a, b]} must be a (min, max) pair with {valid}")
+    for _, message in _rule_violations(cfg):
+        raise ValueError(message)
     mk = cfg.mask
     if mk.context_fill != "subsample" and mk.strategy != "multiblock":
         raise ValueError(
