@@ -43,6 +43,8 @@ __all__ = [
     "card",
     "load",
     "compute_curves",
+    "step_seconds",
+    "device_name",
     "retrain",
     "knn_check",
 ]
@@ -52,6 +54,7 @@ SNAPSHOTS = (1 / 8, 1 / 4, 1 / 2, 1)  # fractions of the budget whose encoder is
 KNN_CHECK = {"train": 10_000, "test": 2_000}  # the fixed subsets of the quick check that a file is intact
 HALF_TOLERANCE = 0.2  # points any probe may move when the weights are stored in float16 instead of float32
 COMMAND = "python scripts/reproduce.py --groups course_checkpoints --checkpoints {name}"
+STEP_SECONDS = "step_seconds.json"  # beside the weights: each recipe's step time, timed side by side
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,9 @@ class Recipe:
 
 # All three are the course default (a 2-deep, 192-wide ViT on 4-px patches, batch 32) trained longer; each
 # gets its own objective and masks, and as many epochs as fit about the same CPU time: an MAE step is cheaper
-# than I-JEPA's (no target encoder, one decoder pass), an invariant step dearer (two full views). The cards
-# record the minutes each run took, and the accuracy-against-compute figure plots those.
+# than I-JEPA's (no target encoder, one decoder pass): about half, so 47 epochs against 24; an invariant step
+# dearer (two full views): about 1.15x, so 21. `step_seconds()` measures the ratios; the figure of accuracy
+# against compute puts every snapshot on that one clock.
 BASE = "fmnist_vit_tiny"
 RECIPES: dict[str, Recipe] = {
     "ijepa": Recipe(
@@ -74,11 +78,11 @@ RECIPES: dict[str, Recipe] = {
         about="I-JEPA, multi-block masks, EMA target encoder and a 3-deep predictor",
     ),
     "mae": Recipe(
-        (*MAE_PRESET, "optim.epochs=40"),
+        (*MAE_PRESET, "optim.epochs=47"),
         about="MAE: 75% random masking, a 3-deep pixel decoder on normalised patches",
     ),
     "invariant": Recipe(
-        ("method.name=invariant", "optim.epochs=19"),
+        ("method.name=invariant", "optim.epochs=21"),
         about="invariant joint-embedding (InfoNCE) on two random crops of each image",
     ),
 }
@@ -144,15 +148,54 @@ def load(
     return method.eval_encoder if part == "target_encoder" else getattr(method, part)
 
 
-def compute_curves(root: str | Path | None = None) -> tuple[dict[str, list[dict]], str]:
+def compute_curves(
+    root: str | Path | None = None, step_seconds: dict[str, float] | None = None
+) -> tuple[dict[str, list[dict]], str]:
     """The snapshot probes of every course checkpoint present, as `viz.plot_accuracy_vs_compute` takes them
     ({"I-JEPA": [{"train_minutes": t, "linear_probe": ..., "knn": ...}, ...], ...}), and a title naming
-    where they were trained. Empty when none is present."""
+    where they were trained. Empty when none is present.
+
+    Each card times its own run, and a long run shares its host with other jobs at times; `step_seconds`
+    ({name: median seconds per step}, default the `STEP_SECONDS` file beside the weights, written by
+    `step_seconds()`, which times the recipes one after another in one process) puts them on one clock
+    instead: minutes = step x seconds per step / 60."""
     cards = {n: card(n, root) for n in available(root)}
-    curves = {METHOD_NAMES[c["method"]]: c["snapshots"] for c in cards.values()}
+    timing = (Path(root) if root is not None else WEIGHTS_DIR) / STEP_SECONDS
+    if step_seconds is None and timing.is_file():
+        step_seconds = json.loads(timing.read_text())["seconds_per_step"]
+    curves = {}
+    for name, info in cards.items():
+        points = info["snapshots"]
+        if step_seconds and name in step_seconds:
+            points = [{**p, "train_minutes": p["step"] * step_seconds[name] / 60} for p in points]
+        curves[METHOD_NAMES[info["method"]]] = points
     devices = sorted({c.get("trained_on", "?") for c in cards.values()})
     where = f"all on {devices[0]}" if len(devices) == 1 else "on " + ", ".join(devices)
-    return curves, f"Fashion-MNIST probes of the course checkpoints during training (same encoder, {where})"
+    clock = "; minutes = steps x median step time, timed side by side" if step_seconds else ""
+    title = f"Fashion-MNIST probes of the course checkpoints during training (same encoder, {where}{clock})"
+    return curves, title
+
+
+def step_seconds(
+    which: Iterable[str] | None = None, *, steps: int = 400, warmup: int = 50, quick: bool = False
+) -> dict[str, float]:
+    """Median seconds per training step of each course recipe (default all), timed one after another in this
+    process on real Fashion-MNIST batches: the one clock on which their budgets compare (a ratio measured
+    in one run, where each card's own timing depends on what else its host ran)."""
+    which = list(which) if which is not None else names()
+    if steps <= warmup:
+        raise ValueError(f"steps ({steps}) must exceed warmup ({warmup}): the warm-up steps are not timed")
+    for name in which:
+        _check_name(name)
+    timing = {}
+    for name in which:
+        recipe = RECIPES[name]
+        cfg = make_config(recipe.overrides, recipe.seed, quick=quick, base=BASE)
+        cfg.optim.max_steps, cfg.ckpt_every = steps, 0
+        result = train(cfg, run_dir=None, progress=False)
+        timing[name] = statistics.median(r["time"] for r in result.history[warmup:])
+        print(f"  {name}: {timing[name]:.4f} s per step (median of {steps - warmup})", flush=True)
+    return timing
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -278,7 +321,7 @@ def retrain(
             "step_seconds_median": round(step_seconds, 4),
             "train_minutes_summed": round(sum(seconds) / 60, 1),
             "wall_minutes_this_call": round(wall / 60, 1),
-            "trained_on": _device_name(),
+            "trained_on": device_name(),
             "dtype": "float16" if use_half else "float32",
             "probes": half_probes if use_half else snapshots[-1],
             "probes_float32": snapshots[-1],
@@ -317,7 +360,8 @@ def _load_state(cfg, weights: Path) -> nn.Module:
     return method.eval_encoder.eval()
 
 
-def _device_name() -> str:
+def device_name() -> str:
+    """Where this process trains: the CUDA device's name, or "CPU, N threads"."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
     n = torch.get_num_threads()

@@ -29,6 +29,7 @@ from jepa_lite import (
     pretrained,
     tables,
 )
+from jepa_lite.registry import METHOD_NAMES
 
 COURSE = "course_checkpoints"  # retrains the shipped checkpoints (jepa_lite.pretrained), not a grid table
 
@@ -51,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (resume later)")
     p.add_argument("--summary-only", action="store_true", help="only rebuild summary.json/.md/.png")
+    p.add_argument(
+        "--time-steps",
+        action="store_true",
+        help=f"with {COURSE}: re-time the recipes' steps side by side ({pretrained.STEP_SECONDS} beside the "
+        "weights, the figure's clock; timed once, when missing, after a retrain)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -80,9 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     if COURSE in groups:
         groups.remove(COURSE)
-        course_checkpoints(args, out)
+        cards = course_checkpoints(args, out)
         if not groups:
-            return {}
+            return cards  # only the course checkpoints: their cards
     seeds = args.seeds if args.seeds is not None else (ex.QUICK_SEEDS if args.quick else None)
     if not args.summary_only:
         grid.run_grid(
@@ -129,6 +136,13 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
         )
     cards = {n: pretrained.card(n, weights) for n in pretrained.available(weights)}
     out.mkdir(parents=True, exist_ok=True)
+    timing = (weights or pretrained.WEIGHTS_DIR) / pretrained.STEP_SECONDS
+    if args.time_steps or (not args.summary_only and not timing.is_file()):
+        print("timing the steps of each course recipe, one after another", flush=True)
+        seconds = pretrained.step_seconds(
+            steps=12 if args.quick else 400, warmup=4 if args.quick else 50, quick=args.quick
+        )
+        grid.write_json(timing, {"seconds_per_step": seconds, "device": pretrained.device_name()})
     curves, title = pretrained.compute_curves(weights)
     if not curves:
         print("no course checkpoint is present yet: nothing to draw", flush=True)
@@ -139,7 +153,8 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
         p = info["probes"]
         print(
             f"{name:>10}: linear probe {p['linear_probe']:.1f}, k-NN {p['knn']:.1f}, low-shot "
-            f"{p['low_shot']:.1f} after {info['train_minutes']:.0f} min of training ({info['dtype']})"
+            f"{p['low_shot']:.1f} after {curves[METHOD_NAMES[info['method']]][-1]['train_minutes']:.0f} min "
+            f"of training ({info['dtype']})"
         )
     return cards
 

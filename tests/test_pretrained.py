@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import reproduce
 import torch
 
 from jepa_lite import pretrained
@@ -92,3 +93,56 @@ def test_shipped_checkpoint_reproduces_its_recorded_knn(name):
     assert info["knn_check"]["test"] == pretrained.KNN_CHECK["test"]
     knn = pretrained.knn_check(enc, config_from_dict(info["config"]))
     assert abs(knn - info["knn_check"]["knn"]) <= 0.5, (name, knn, info["knn_check"])
+
+
+def test_compute_curves_put_every_method_on_the_side_by_side_clock(tmp_path):
+    """Each card's own minutes depend on what else its host ran; measured step times replace them."""
+    snaps = [
+        {"step": 100, "train_minutes": 9.0, "knn": 70.0},
+        {"step": 400, "train_minutes": 50.0, "knn": 75.0},
+    ]
+    for name, method in (("ijepa", "ijepa"), ("mae", "mae")):
+        (tmp_path / f"{name}.safetensors").write_bytes(b"")
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps({"method": method, "snapshots": snaps, "trained_on": "CPU, 2 threads"})
+        )
+    own, title = pretrained.compute_curves(tmp_path)
+    assert [p["train_minutes"] for p in own["I-JEPA"]] == [9.0, 50.0] and "side by side" not in title
+    clock, title = pretrained.compute_curves(tmp_path, step_seconds={"ijepa": 0.12, "mae": 0.06})
+    assert [p["train_minutes"] for p in clock["I-JEPA"]] == pytest.approx([0.2, 0.8])
+    assert [p["train_minutes"] for p in clock["MAE"]] == pytest.approx([0.1, 0.4])
+    assert [p["knn"] for p in clock["MAE"]] == [70.0, 75.0] and "timed side by side" in title
+    # by default the clock is the timing file beside the weights, as `reproduce.py` writes it
+    (tmp_path / pretrained.STEP_SECONDS).write_text(json.dumps({"seconds_per_step": {"ijepa": 0.3}}))
+    beside, _ = pretrained.compute_curves(tmp_path)
+    assert [p["train_minutes"] for p in beside["I-JEPA"]] == pytest.approx([0.5, 2.0])
+    assert [p["train_minutes"] for p in beside["MAE"]] == [9.0, 50.0]  # not timed: its card's own minutes
+
+
+def test_step_seconds_needs_timed_steps():
+    with pytest.raises(ValueError, match="must exceed warmup"):
+        pretrained.step_seconds(["mae"], steps=10, warmup=10)
+    with pytest.raises(ValueError, match="unknown course checkpoint 'vit'"):
+        pretrained.step_seconds(["vit"], steps=3, warmup=1)
+
+
+@needs_fmnist
+def test_step_seconds_times_each_recipe():
+    seconds = pretrained.step_seconds(["mae", "ijepa"], steps=6, warmup=2, quick=True)
+    assert list(seconds) == ["mae", "ijepa"] and all(0 < s < 10 for s in seconds.values())
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_reproduce_course_checkpoints_draws_every_method_on_one_clock(tmp_path):
+    """`reproduce.py --groups course_checkpoints --quick`: cards, the side-by-side step times, the figure."""
+    cards = reproduce.main(["--groups", "course_checkpoints", "--checkpoints", "mae,ijepa", "--quick",
+                            "--quiet", "--out", str(tmp_path)])  # fmt: skip
+    weights = tmp_path / "checkpoints"
+    assert sorted(cards) == ["ijepa", "mae"] == pretrained.available(weights)
+    timing = json.loads((weights / pretrained.STEP_SECONDS).read_text())["seconds_per_step"]
+    assert sorted(timing) == ["ijepa", "invariant", "mae"] and all(s > 0 for s in timing.values())
+    curves, _ = pretrained.compute_curves(weights)
+    for name, label in (("ijepa", "I-JEPA"), ("mae", "MAE")):
+        assert curves[label][-1]["train_minutes"] == pytest.approx(cards[name]["steps"] * timing[name] / 60)
+    assert (tmp_path / "accuracy_vs_compute.png").stat().st_size > 10_000
