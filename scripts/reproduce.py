@@ -5,14 +5,16 @@ last checkpoint, so the grid can be spread over several days.
 
     python scripts/reproduce.py                          # the grid (hours on 2 CPU cores), all but nuisance
     python scripts/reproduce.py --groups nuisance        # representations vs pixels under irrelevant detail
-    python scripts/reproduce.py --groups architectures   # one group python scripts/reproduce.py --quick --out
-    /tmp/grid  # tiny budget, every group, a few minutes (CI) python scripts/reproduce.py --summary-only
-    # rebuild the tables and figure from the JSONs python scripts/reproduce.py --groups course_checkpoints   #
-    retrain the shipped checkpoints (hours on a CPU) python scripts/reproduce.py --groups course_checkpoints
-    --checkpoints ijepa
+    python scripts/reproduce.py --groups architectures   # one group
+    python scripts/reproduce.py --quick --out /tmp/grid  # tiny budget, every group, a few minutes (CI)
+    python scripts/reproduce.py --summary-only           # rebuild the tables and figure from the JSONs
+    python scripts/reproduce.py --groups course_checkpoints                      # retrain the shipped ones
+    python scripts/reproduce.py --groups course_checkpoints --checkpoints ijepa  # one of them
 
 `course_checkpoints` is not a table of the grid: it retrains jepa_lite/checkpoints/ (jepa_lite.pretrained),
-probing snapshots at 1/8, 1/4, 1/2 and all of each budget, and draws results/accuracy_vs_compute.png.
+probing snapshots at 1/8, 1/4, 1/2 and all of each budget (hours on a CPU, minutes on a GPU), times the three
+recipes' steps side by side (step_seconds.json beside the weights) and draws results/accuracy_vs_compute.png
+on that one clock.
 """
 
 from __future__ import annotations
