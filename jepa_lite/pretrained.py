@@ -171,8 +171,9 @@ def compute_curves(
         curves[METHOD_NAMES[info["method"]]] = points
     devices = sorted({c.get("trained_on", "?") for c in cards.values()})
     where = f"all on {devices[0]}" if len(devices) == 1 else "on " + ", ".join(devices)
-    clock = "; minutes = steps x median step time, timed side by side" if step_seconds else ""
-    title = f"Fashion-MNIST probes of the course checkpoints during training (same encoder, {where}{clock})"
+    clock = "\ntraining minutes: steps x each recipe's median step time, timed side by side"
+    clock = clock if step_seconds else ""
+    title = f"Fashion-MNIST probes of the course checkpoints during training (same encoder, {where}){clock}"
     return curves, title
 
 
