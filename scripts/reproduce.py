@@ -139,7 +139,9 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
     cards = {n: pretrained.card(n, weights) for n in pretrained.available(weights)}
     out.mkdir(parents=True, exist_ok=True)
     timing = (weights or pretrained.WEIGHTS_DIR) / pretrained.STEP_SECONDS
-    if args.time_steps or (not args.summary_only and not timing.is_file()):
+    # timed once per device: a retrain on another device (a GPU) re-times the recipes there
+    timed_here = timing.is_file() and json.loads(timing.read_text())["device"] == pretrained.device_name()
+    if args.time_steps or (not args.summary_only and not timed_here):
         print("timing the steps of each course recipe, one after another", flush=True)
         seconds = pretrained.step_seconds(
             steps=12 if args.quick else 400, warmup=4 if args.quick else 50, quick=args.quick
