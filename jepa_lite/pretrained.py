@@ -149,30 +149,30 @@ def load(
 
 
 def compute_curves(
-    root: str | Path | None = None, step_seconds: dict[str, float] | None = None
+    root: str | Path | None = None, seconds_per_step: dict[str, float] | None = None
 ) -> tuple[dict[str, list[dict]], str]:
     """The snapshot probes of every course checkpoint present, as `viz.plot_accuracy_vs_compute` takes them
     ({"I-JEPA": [{"train_minutes": t, "linear_probe": ..., "knn": ...}, ...], ...}), and a title naming
     where they were trained. Empty when none is present.
 
-    Each card times its own run, and a long run shares its host with other jobs at times; `step_seconds`
+    Each card times its own run, and a long run shares its host with other jobs at times; `seconds_per_step`
     ({name: median seconds per step}, default the `STEP_SECONDS` file beside the weights, written by
     `step_seconds()`, which times the recipes one after another in one process) puts them on one clock
     instead: minutes = step x seconds per step / 60."""
     cards = {n: card(n, root) for n in available(root)}
     timing = (Path(root) if root is not None else WEIGHTS_DIR) / STEP_SECONDS
-    if step_seconds is None and timing.is_file():
-        step_seconds = json.loads(timing.read_text())["seconds_per_step"]
+    if seconds_per_step is None and timing.is_file():
+        seconds_per_step = json.loads(timing.read_text())["seconds_per_step"]
     curves = {}
     for name, info in cards.items():
         points = info["snapshots"]
-        if step_seconds and name in step_seconds:
-            points = [{**p, "train_minutes": p["step"] * step_seconds[name] / 60} for p in points]
+        if seconds_per_step and name in seconds_per_step:
+            points = [{**p, "train_minutes": p["step"] * seconds_per_step[name] / 60} for p in points]
         curves[METHOD_NAMES[info["method"]]] = points
     devices = sorted({c.get("trained_on", "?") for c in cards.values()})
     where = f"all on {devices[0]}" if len(devices) == 1 else "on " + ", ".join(devices)
     clock = "\ntraining minutes: steps x each recipe's median step time, timed side by side"
-    clock = clock if step_seconds else ""
+    clock = clock if seconds_per_step else ""
     title = f"Fashion-MNIST probes of the course checkpoints during training (same encoder, {where}){clock}"
     return curves, title
 
@@ -272,7 +272,7 @@ def retrain(
         # Compute is steps x the median step time: robust to the stretches when other jobs shared the CPU (or
         # the run was paused), which a plain sum of step times would count as training.
         seconds = [r["time"] for r in result.history]  # per-step times, kept across a resume
-        step_seconds = statistics.median(seconds)
+        median_step = statistics.median(seconds)
         probes = probes or ProbeSets(cfg, quick=quick)
         snapshots = []
         for s in steps:
@@ -285,7 +285,7 @@ def retrain(
                     {
                         "step": s,
                         "fraction": s / total,
-                        "train_minutes": round(s * step_seconds / 60, 2),
+                        "train_minutes": round(s * median_step / 60, 2),
                         "train_minutes_summed": round(sum(seconds[:s]) / 60, 2),
                         **probes.evaluate(enc, progress=progress),
                     },
@@ -318,8 +318,8 @@ def retrain(
             "config": config_to_dict(cfg),
             "steps": result.step,
             "epochs": cfg.optim.epochs,
-            "train_minutes": round(result.step * step_seconds / 60, 1),
-            "step_seconds_median": round(step_seconds, 4),
+            "train_minutes": round(result.step * median_step / 60, 1),
+            "step_seconds_median": round(median_step, 4),
             "train_minutes_summed": round(sum(seconds) / 60, 1),
             "wall_minutes_this_call": round(wall / 60, 1),
             "trained_on": device_name(),

@@ -108,7 +108,7 @@ def test_compute_curves_put_every_method_on_the_side_by_side_clock(tmp_path):
         )
     own, title = pretrained.compute_curves(tmp_path)
     assert [p["train_minutes"] for p in own["I-JEPA"]] == [9.0, 50.0] and "side by side" not in title
-    clock, title = pretrained.compute_curves(tmp_path, step_seconds={"ijepa": 0.12, "mae": 0.06})
+    clock, title = pretrained.compute_curves(tmp_path, seconds_per_step={"ijepa": 0.12, "mae": 0.06})
     assert [p["train_minutes"] for p in clock["I-JEPA"]] == pytest.approx([0.2, 0.8])
     assert [p["train_minutes"] for p in clock["MAE"]] == pytest.approx([0.1, 0.4])
     assert [p["knn"] for p in clock["MAE"]] == [70.0, 75.0] and "timed side by side" in title
