@@ -17,6 +17,7 @@ from jepa_lite.evaluate import (
     evaluate_features,
     knn_accuracy,
     linear_probe,
+    logreg_loss_and_grad,
     low_shot_indices,
     low_shot_probe,
     probe_fits,
@@ -98,6 +99,26 @@ def test_select_weight_decay_returns_a_rescaled_grid_value(separable):
     assert select_weight_decay(train_x, train_y, 4, [0.5]) == 0.5
 
 
+def test_closed_form_probe_gradient_matches_autograd():
+    # The probe's hand-written gradient must be the gradient of its objective: autograd through
+    # F.cross_entropy on the same weights gives the same loss and the same dL/dW, dL/db.
+    gen = torch.Generator().manual_seed(1)
+    x, y = (
+        torch.randn(500, 12, generator=gen, dtype=torch.float64),
+        torch.randint(0, 7, (500,), generator=gen),
+    )
+    weight = torch.randn(7, 12, generator=gen, dtype=torch.float64).requires_grad_()
+    bias = torch.randn(7, generator=gen, dtype=torch.float64).requires_grad_()
+    wd = 0.3
+    loss, grad_w, grad_b = logreg_loss_and_grad(x, y, weight, bias, wd)
+    ref = F.cross_entropy(x @ weight.t() + bias, y) + 0.5 * wd * weight.square().sum()
+    ref_w, ref_b = torch.autograd.grad(ref, [weight, bias])
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad_w, ref_w, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad_b, ref_b, rtol=1e-10, atol=1e-12)
+    assert grad_w.abs().max() > 1e-2  # a non-trivial point: the gradient is far from zero there
+
+
 def test_probe_fit_reaches_the_optimum_on_ill_conditioned_overlapping_classes():
     """Trained encoders give correlated, overlapping features that L-BFGS needs 1000+ iterations on; the probe
     must end at a stationary point of its penalised loss (100 iterations stopped with a 70x larger gradient and
@@ -113,6 +134,21 @@ def test_probe_fit_reaches_the_optimum_on_ill_conditioned_overlapping_classes():
     grad = torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(probe.parameters()))])
     assert grad.norm() < 1e-3
     assert (probe(x).argmax(1) == y).float().mean() > 0.78  # the optimum's training accuracy (~0.787)
+
+
+def test_probe_fit_is_not_stopped_early_by_a_rounded_loss():
+    """On thousands of samples the loss must be summed per sample: a difference of two large float32 sums
+    (sum of logsumexps minus sum of picked logits) jitters by more than L-BFGS's tolerance_change and stopped
+    this fit at a 25x larger gradient."""
+    gen = torch.Generator().manual_seed(0)
+    n, wd = 8000, 1e-6
+    y = torch.randint(0, 10, (n,), generator=gen)
+    z = torch.randn(n, 16, generator=gen) + torch.randn(10, 16, generator=gen)[y]
+    (x,) = _standardise(torch.relu(z @ torch.randn(16, 64, generator=gen)))  # ReLU features, like a ViT's
+    probe = _fit_logreg(x, y, 10, wd, MAX_ITER)
+    weight, bias = probe.weight.detach().double(), probe.bias.detach().double()
+    _, grad_w, grad_b = logreg_loss_and_grad(x.double(), y, weight, bias, wd)
+    assert torch.cat([grad_w.flatten(), grad_b]).norm() < 1e-4  # 2e-5 when summed per sample, 6e-4 if not
 
 
 # ---------------------------------------------------------------------------------------------------------
