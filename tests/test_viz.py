@@ -140,3 +140,31 @@ def test_nuisance_curves_start_at_the_clean_row_and_leave_out_rows_not_run():
     plt.close(fig)
     with pytest.raises(ValueError, match="--groups nuisance"):
         viz.plot_nuisance([row("I-JEPA, clean", 0, n=0)])
+
+
+def test_spread_labels_pushes_close_labels_apart_and_leaves_far_ones():
+    assert viz.spread_labels([1.0, 5.0, 9.0], gap=1.0) == [1.0, 5.0, 9.0]
+    heights = viz.spread_labels([87.5, 87.4, 88.4, 87.45], gap=0.4)
+    order = np.argsort([87.5, 87.4, 88.4, 87.45], kind="stable")
+    assert np.all(np.diff(np.array(heights)[order]) >= 0.4 - 1e-9)  # order kept, every pair legible
+    assert heights[2] == 88.4  # far from the cluster 87.05 / 87.45 / 87.85: left where it is
+    assert heights[1] == pytest.approx(87.05) and heights[3] == pytest.approx(87.45)
+    close = viz.spread_labels([0.0, 0.1], gap=0.5)
+    assert close == pytest.approx([-0.2, 0.3])  # centred on the pair's mean height
+
+
+def test_accuracy_vs_compute_labels_each_curve_end_legibly():
+    curves = {
+        name: [{"train_minutes": 10.0, "linear_probe": 84.0, "knn": 80.0}, end]
+        for name, end in (
+            ("I-JEPA", {"train_minutes": 90.0, "linear_probe": 87.5, "knn": 84.3}),
+            ("invariant", {"train_minutes": 88.0, "linear_probe": 87.4, "knn": 84.5}),
+        )
+    }
+    fig = viz.plot_accuracy_vs_compute(curves, baselines={"init": {"linear_probe": 80.8, "knn": 58.7}})
+    for ax in fig.axes:
+        labels = [t for t in ax.texts if t.get_text() in ("87.5", "87.4", "84.3", "84.5")]
+        assert len(labels) == 2
+        low, high = ax.get_ylim()
+        assert abs(labels[0].xyann[1] - labels[1].xyann[1]) >= 0.05 * (high - low) - 1e-9
+    plt.close(fig)

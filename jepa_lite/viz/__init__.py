@@ -26,6 +26,7 @@ from .results import (
     plot_experiment_summary,
     plot_nuisance,
     plot_probe_bars,
+    spread_labels,
 )
 from .training import (
     COLLAPSE_TITLES,
@@ -66,6 +67,7 @@ __all__ = [
     "plot_training_curves",
     "PROBE_NAMES",
     "plot_probe_bars",
+    "spread_labels",
     "plot_experiment_summary",
     "plot_accuracy_vs_compute",
     "plot_nuisance",

@@ -86,6 +86,25 @@ def plot_experiment_summary(summary: Mapping[str, Sequence[Mapping]], metric: st
     return fig
 
 
+def spread_labels(values: Sequence[float], gap: float) -> list[float]:
+    """Heights for text labels at `values` (same order), at least `gap` apart: labels that would overlap are
+    pushed apart around their mean height; labels already `gap` apart stay where they are."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    heights = [float(values[i]) for i in order]
+    for _ in range(len(heights)):  # a recentred cluster may reach the next one: merge them on the next pass
+        start = 0
+        for i in range(1, len(heights) + 1):  # each run of labels closer than `gap` ...
+            if i == len(heights) or heights[i] - heights[i - 1] >= gap * (1 - 1e-9):
+                run = heights[start:i]
+                first = sum(run) / len(run) - gap * (len(run) - 1) / 2  # ... centred on its mean height
+                heights[start:i] = [first + gap * k for k in range(len(run))]
+                start = i
+    out = [0.0] * len(values)
+    for i, h in zip(order, heights, strict=True):
+        out[i] = h
+    return out
+
+
 def plot_accuracy_vs_compute(
     curves: Mapping[str, Sequence[Mapping[str, float]]],
     metrics: Sequence[str] = ("linear_probe", "knn"),
@@ -101,15 +120,28 @@ def plot_accuracy_vs_compute(
         raise ValueError("curves is empty; pass {label: [{'train_minutes': t, metric: accuracy}, ...]}")
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
+        ends = []  # (x, y, colour) of each curve's last point, labelled with its value below
         for label, points in curves.items():
             x = [p["train_minutes"] for p in points]
             y = [p[metric] for p in points]
-            ax.plot(x, y, marker="o" if len(x) > 1 else "*", ms=5 if len(x) > 1 else 11, label=label)
-            ax.annotate(
-                f"{y[-1]:.1f}", (x[-1], y[-1]), textcoords="offset points", xytext=(4, -3), fontsize=7
+            (line,) = ax.plot(
+                x, y, marker="o" if len(x) > 1 else "*", ms=5 if len(x) > 1 else 11, label=label
             )
+            ends.append((x[-1], y[-1], line.get_color()))
         for k, (label, values) in enumerate((baselines or {}).items()):
             ax.axhline(values[metric], ls="--", lw=1, color=f"{0.25 + 0.25 * k:.2f}", label=label)
+        low, high = ax.get_ylim()
+        heights = spread_labels([y for _, y, _ in ends], gap=0.05 * (high - low))  # close values stay legible
+        for (x, y, colour), height in zip(ends, heights, strict=True):
+            ax.annotate(
+                f"{y:.1f}",
+                (x, y),
+                xytext=(5, height),
+                textcoords=("offset points", "data"),
+                va="center",
+                fontsize=7,
+                color=colour,
+            )
         ax.set_xlabel("training time (minutes)")
         ax.set_ylabel(f"{PROBE_NAMES.get(metric, metric)} (%)")
         ax.grid(alpha=0.3)
