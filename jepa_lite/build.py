@@ -50,7 +50,14 @@ def _build_ijepa(cfg: Config, enc: ViTEncoder, in_chans: int, narrow: dict) -> I
     if cfg.model.init == "official":
         official_init_(pred)
     me = cfg.method
-    return IJEPA(enc, pred, loss=me.loss, target_mode=me.target_mode, crop_scale=me.crop_scale)
+    return IJEPA(
+        enc,
+        pred,
+        loss=me.loss,
+        target_mode=me.target_mode,
+        crop_scale=me.crop_scale,
+        foreground_targets=me.foreground_targets,
+    )
 
 
 def _build_mae(cfg: Config, enc: ViTEncoder, in_chans: int, narrow: dict) -> MAE:

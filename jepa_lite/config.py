@@ -139,6 +139,9 @@ class MethodConfig:
     pixel_decode: str = one_of("joint", registry.PIXEL_DECODES)
     # ijepa, mae: RandomResizedCrop in the step (fmnist, shapes)
     crop_scale: tuple[float, float] | None = min_max(None)
+    # ijepa: the loss only on target patches that hold part of the object (a patch of pure background, the
+    # image's darkest value, is left out): an ablation of how much the plain background costs the objective
+    foreground_targets: bool = False
 
 
 @dataclass

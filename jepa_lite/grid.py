@@ -174,10 +174,12 @@ def run_grid(
     quick: bool = False,
     seeds: int | None = None,
     max_runs: int | None = None,
+    shard: tuple[int, int] = (0, 1),
     progress: bool = True,
 ) -> dict:
     """Run every planned run of `groups` not yet in `out/runs/` (one JSON each), then write and return the
-    summary.
+    summary. `shard` (i, n): only the rows whose position among the plan's rows is i modulo n, so that n
+    processes, one per core, share a grid without ever training the same run.
 
     Killed runs resume from `out/.work/<key>` (checkpoints every 50 steps, deleted once the run's JSON
     exists);
@@ -186,7 +188,7 @@ def run_grid(
     out = Path(out)
     run_dir, work = out / "runs", out / ".work"
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan = planned_runs(groups, seeds=seeds)
+    plan = _shard(planned_runs(groups, seeds=seeds), *shard)
     done = {k: r for k, r in load_runs(run_dir).items() if is_current(r)}
     todo = [(o, s) for o, s in plan if run_key(o, s) not in done]
     print(
@@ -221,6 +223,14 @@ def run_grid(
             flush=True,
         )
     return summarize(load_runs(run_dir), pixels, groups, seeds=seeds)
+
+
+def _shard(plan: list[tuple[tuple[str, ...], int]], i: int, n: int) -> list[tuple[tuple[str, ...], int]]:
+    """The runs of `plan` whose row (overrides) is the i-th modulo n among the plan's distinct rows."""
+    if not 0 <= i < n:
+        raise ValueError(f"shard {i}/{n}: the index must lie in [0, {n})")
+    rows = list(dict.fromkeys(o for o, _ in plan))
+    return [(o, s) for o, s in plan if rows.index(o) % n == i]
 
 
 def load_runs(run_dir: str | Path) -> dict[str, dict]:

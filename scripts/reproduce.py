@@ -6,6 +6,7 @@ last checkpoint, so the grid can be spread over several days.
     python scripts/reproduce.py                          # the grid (hours on 2 CPU cores), all but nuisance
     python scripts/reproduce.py --groups nuisance        # representations vs pixels under irrelevant detail
     python scripts/reproduce.py --groups architectures   # one group
+    python scripts/reproduce.py --groups why_mae_leads --shard 1/2  # every other row: one of two processes
     python scripts/reproduce.py --quick --out /tmp/grid  # tiny budget, every group, a few minutes (CI)
     python scripts/reproduce.py --summary-only           # rebuild the tables and figure from the JSONs
     python scripts/reproduce.py --groups course_checkpoints                      # retrain the shipped ones
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", type=int, default=None, help="cap on seeds per row (default: each row's own; --quick: 2)"
     )
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs (resume later)")
+    p.add_argument(
+        "--shard",
+        default="0/1",
+        help="i/n: run only every n-th row of the plan, from the i-th (n processes, one per core, share a "
+        "grid)",
+    )
     p.add_argument("--summary-only", action="store_true", help="only rebuild summary.json/.md/.png")
     p.add_argument(
         "--time-steps",
@@ -77,6 +84,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"unknown checkpoint(s) {', '.join(unknown)}; choose from {', '.join(pretrained.RECIPES)}"
         )
+    try:
+        i, n = (int(v) for v in args.shard.split("/"))
+        if not 0 <= i < n:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--shard {args.shard!r} must be i/n with 0 <= i < n, e.g. 0/2 and 1/2")
+    args.shard = (i, n)
     for flag in ("seeds", "max_runs"):
         if (value := getattr(args, flag)) is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} {value} must be at least 1")
@@ -95,7 +109,13 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = args.seeds if args.seeds is not None else (ex.QUICK_SEEDS if args.quick else None)
     if not args.summary_only:
         grid.run_grid(
-            groups, out, quick=args.quick, seeds=seeds, max_runs=args.max_runs, progress=not args.quiet
+            groups,
+            out,
+            quick=args.quick,
+            seeds=seeds,
+            max_runs=args.max_runs,
+            shard=args.shard,
+            progress=not args.quiet,
         )
     # The files always cover every group, from all the runs on disk: running one group keeps the others' rows.
     pixels = json.loads((out / "pixels.json").read_text()) if (out / "pixels.json").exists() else None

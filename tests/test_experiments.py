@@ -307,3 +307,50 @@ class _RecordingProbes:
 
     def evaluate(self, encoder, progress=True):
         return {m: 50.0 for m in METRICS}
+
+
+def test_why_mae_leads_rows_are_the_checkpoint_recipe_at_an_eighth_plus_one_change_each():
+    from jepa_lite.config import config_to_dict, load_config
+    from jepa_lite.pretrained import RECIPES
+
+    rows = {r.name: r for r in GROUPS["why_mae_leads"]}
+    assert all(r.seeds == 2 for r in rows.values())
+    ijepa = make_config(rows["I-JEPA"].overrides, 0)
+    course = load_config("fmnist_vit_tiny")
+    assert config_to_dict(ijepa) | {"name": "", "optim": None} == config_to_dict(course) | {
+        "name": "",
+        "optim": None,
+    }
+    shipped_epochs = {
+        n: float(o.split("=")[1]) for n, r in RECIPES.items() for o in r.overrides if "epochs" in o
+    }
+    assert ijepa.optim.epochs == shipped_epochs["ijepa"] / 8
+    assert make_config(rows["MAE, same CPU time"].overrides, 0).optim.epochs == shipped_epochs["mae"] / 8
+    assert make_config(rows["MAE, same steps"].overrides, 0).optim.epochs == ijepa.optim.epochs
+    base = config_to_dict(ijepa)
+    changed = {
+        "MAE loss on I-JEPA's multi-block masks": {("method", "name"): "mae"},
+        "EMA 0.99 -> 0.999 (a target that moves faster)": {("optim", "ema"): [0.99, 0.999]},
+        "every context patch kept": {("mask", "context_fill"): "pad"},
+        "loss on garment patches only": {("method", "foreground_targets"): True},
+        "14x14 grid (2-px patches), same CPU time": {("model", "patch_size"): 2, ("optim", "epochs"): 0.77},
+    }
+    for name, switches in changed.items():
+        got = config_to_dict(make_config(rows[name].overrides, 0))
+        expected = json.loads(json.dumps(base))
+        for (section, key), value in switches.items():
+            expected[section][key] = value
+        assert got == expected, name  # nothing else differs
+
+
+def test_shards_split_the_rows_of_a_plan_without_overlap():
+    from jepa_lite.grid import _shard
+
+    plan = planned_runs(["why_mae_leads"])
+    parts = [_shard(plan, i, 3) for i in range(3)]
+    assert sorted(p for part in parts for p in part) == sorted(plan)
+    rows = [{o for o, _ in part} for part in parts]
+    assert not (rows[0] & rows[1]) and not (rows[1] & rows[2]) and not (rows[0] & rows[2])
+    assert _shard(plan, 0, 1) == plan
+    with pytest.raises(ValueError, match="shard 2/2"):
+        _shard(plan, 2, 2)

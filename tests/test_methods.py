@@ -127,3 +127,44 @@ def test_per_block_pixel_decoding_decodes_each_target_block_alone():
         alone = [joint(Batch(b.images, b.context_idx, b.target_idx[:, i : i + 1]))[0] for i in range(4)]
         assert per_block(b)[0].item() == pytest.approx(torch.stack(alone).mean().item(), rel=1e-6)
         assert abs(joint(b)[0].item() - per_block(b)[0].item()) > 1e-6  # blocks that see each other differ
+
+
+def test_foreground_patches_finds_the_patches_brighter_than_the_background():
+    from jepa_lite.methods import foreground_patches
+
+    images = torch.full((2, 1, 8, 8), -0.5)  # a 2x2 grid of 4-px patches, all background
+    images[0, 0, 5, 6] = 1.0  # one bright pixel in patch 3 (row 1, column 1) of image 0
+    images[1, 0, 0:4, 0:4] = 0.3  # image 1: patch 0 filled
+    fg = foreground_patches(images, 4)
+    assert fg.tolist() == [[False, False, False, True], [True, False, False, False]]
+    assert not foreground_patches(torch.zeros(1, 1, 8, 8), 4).any()  # a blank image has no object
+
+
+def test_foreground_targets_drop_background_targets_from_the_loss():
+    from jepa_lite.build import build_collator, build_method
+    from jepa_lite.config import load_config
+    from jepa_lite.methods import foreground_patches, ijepa_loss
+
+    cfg = load_config(overrides=["model.embed_dim=48", "model.num_heads=3", "method.foreground_targets=true"])
+    torch.manual_seed(0)
+    method = build_method(cfg, in_chans=1)
+    images = torch.full((4, 1, 28, 28), -0.8)
+    images[:, :, 10:18, 10:18] = 1.5  # a bright square in the middle of a dark background
+    batch = build_collator(cfg, method.context_encoder.grid)([(img, 0) for img in images])
+    loss, _ = method(batch)
+    b, m, kt = batch.target_idx.shape
+    fg = foreground_patches(images, 4).gather(1, batch.target_idx.reshape(b, -1)).reshape(b, m, kt)
+    assert 0 < fg.float().mean() < 1  # some targets are background, some are not
+    with torch.no_grad():
+        target = method.targets(images, batch.target_idx)
+    pred = method.predictor(
+        method.context_encoder(images, batch.context_idx), batch.context_idx, batch.target_idx
+    )
+    torch.testing.assert_close(loss, ijepa_loss(pred, target, valid=fg))
+    assert not torch.isclose(loss, ijepa_loss(pred, target))  # the background targets were left out
+
+
+def test_masked_mean_of_nothing_is_zero_not_nan():
+    from jepa_lite.methods import masked_mean
+
+    assert masked_mean(torch.ones(2, 3, 4), torch.zeros(2, 3, dtype=torch.bool)).item() == 0.0

@@ -105,44 +105,51 @@ def spread_labels(values: Sequence[float], gap: float) -> list[float]:
     return out
 
 
+X_LABELS = {"train_minutes": "training time (minutes)", "epochs": "epochs of pretraining"}
+
+
 def plot_accuracy_vs_compute(
     curves: Mapping[str, Sequence[Mapping[str, float]]],
     metrics: Sequence[str] = ("linear_probe", "knn"),
     *,
     baselines: Mapping[str, Mapping[str, float]] | None = None,
     title: str | None = None,
+    x: str = "train_minutes",
 ) -> Figure:
     """Probe accuracy against training minutes: one line per entry of `curves` ({label: [{"train_minutes": t,
     metric: accuracy, ...}, ...]}, e.g. the snapshots of a course checkpoint's card), and a dashed horizontal
     line per entry of `baselines` ({label: {metric: accuracy}}, e.g. the random-init encoder). The
-    course-scale version of the paper's Figure 1 (linear evaluation against pretraining GPU hours)."""
+    course-scale version of the paper's Figure 1 (linear evaluation against pretraining GPU hours). `x` names
+    the key of the horizontal axis: "train_minutes" or "epochs"."""
     if not curves:
         raise ValueError("curves is empty; pass {label: [{'train_minutes': t, metric: accuracy}, ...]}")
+    if x not in X_LABELS:
+        raise ValueError(f"x {x!r} is not one of {', '.join(X_LABELS)}")
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         ends = []  # (x, y, colour) of each curve's last point, labelled with its value below
         for label, points in curves.items():
-            x = [p["train_minutes"] for p in points]
+            xs = [p[x] for p in points]
             y = [p[metric] for p in points]
             (line,) = ax.plot(
-                x, y, marker="o" if len(x) > 1 else "*", ms=5 if len(x) > 1 else 11, label=label
+                xs, y, marker="o" if len(xs) > 1 else "*", ms=5 if len(xs) > 1 else 11, label=label
             )
-            ends.append((x[-1], y[-1], line.get_color()))
+            ends.append((xs[-1], y[-1], line.get_color()))
         for k, (label, values) in enumerate((baselines or {}).items()):
             ax.axhline(values[metric], ls="--", lw=1, color=f"{0.25 + 0.25 * k:.2f}", label=label)
         low, high = ax.get_ylim()
         heights = spread_labels([y for _, y, _ in ends], gap=0.05 * (high - low))  # close values stay legible
-        for (x, y, colour), height in zip(ends, heights, strict=True):
+        for (end_x, y, colour), height in zip(ends, heights, strict=True):
             ax.annotate(
                 f"{y:.1f}",
-                (x, y),
+                (end_x, y),
                 xytext=(5, height),
                 textcoords=("offset points", "data"),
                 va="center",
                 fontsize=7,
                 color=colour,
             )
-        ax.set_xlabel("training time (minutes)")
+        ax.set_xlabel(X_LABELS[x])
         ax.set_ylabel(f"{PROBE_NAMES.get(metric, metric)} (%)")
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
