@@ -79,6 +79,16 @@ def rows_of(summary: dict) -> dict[str, dict]:
     return {r["name"]: r for r in summary.get(GROUP, []) if r.get("n")}
 
 
+def split_rows(summary: dict, metrics: tuple[str, ...] = ("linear_probe", "knn")) -> dict:
+    """The rows that split the gap, where run: {name: {metric: (mean, std)}}, for `viz.plot_gap`."""
+    rows = rows_of(summary)
+    return {
+        name: {m: (rows[name][m]["mean"], rows[name][m]["std"]) for m in metrics}
+        for name in (IJEPA, MAE_STEPS, MAE_TIME)
+        if name in rows
+    }
+
+
 def verdicts(summary: dict, metrics: tuple[str, ...] = ("linear_probe", "knn")) -> list[dict]:
     """One verdict per cause and metric whose two rows have finished seeds (a table for notebook 06)."""
     rows = rows_of(summary)

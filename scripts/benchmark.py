@@ -5,6 +5,7 @@
     python scripts/benchmark.py masks --grid 8 --batch-size 256 --json masks.json
     python scripts/benchmark.py step --model tiny --batch 256 --steps 10     # train step on this device
     python scripts/benchmark.py step --model vit_huge_patch14_224 --batch 128 --precision bf16 --compile
+    python scripts/benchmark.py context --json results/context_cost.json    # notebook 02's measurement
 
 `masks` times `MaskCollator.sample` of every strategy (and the official collator's re-implementation for
 comparison) in this process: a few warm-up calls, then `--repeats` timed repeats of a few calls each; the
@@ -294,6 +295,40 @@ def profile_steps(one_step: Callable, next_batch: Callable, steps: int, cuda: bo
     print(prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=60), flush=True)
 
 
+def bench_context(args: argparse.Namespace) -> list[dict]:
+    """Notebook 02's measurement: one forward of a ViT-Small-width encoder (384 wide, 6 deep, 16x16 grid of
+    4-px patches, batch 16) on K of its 256 patch tokens, for K from an eighth to all; median ms over
+    `--repeats`."""
+    from jepa_lite.models import ViTEncoder
+
+    torch.manual_seed(0)
+    encoder = ViTEncoder(img_size=64, patch_size=4, in_chans=3, embed_dim=384, depth=6, num_heads=6).eval()
+    images = torch.randn(16, 3, 64, 64)
+    n = encoder.num_patches
+    rows = []
+    with torch.inference_mode():
+        for k in (n // 8, n // 4, n // 2, 3 * n // 4, n):
+            keep = torch.sort(torch.rand(images.shape[0], n).argsort(dim=1)[:, :k], dim=1).values
+            run = partial(encoder, images, keep)
+            ms = 1000 * _median_seconds(run, args.warmup, args.repeats)
+            rows.append({"tokens": k, "of": n, "ms_per_forward": round(ms, 1)})
+            print(
+                f"K = {k:3d} of {n} tokens: {ms:7.1f} ms per forward (median of {args.repeats})", flush=True
+            )
+    return rows
+
+
+def _median_seconds(fn: Callable[[], object], warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def environment() -> dict:
     return dict(
         torch=torch.__version__,
@@ -322,6 +357,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     masks.add_argument("--strategies", nargs="+", default=STRATEGIES, choices=STRATEGIES)
     masks.add_argument("--min-time", type=float, default=0.02, help="seconds per timed repeat (at least)")
     masks.set_defaults(func=bench_masks)
+
+    context = sub.add_parser("context", parents=[common], help="encoder forward time against kept tokens")
+    context.set_defaults(func=bench_context, repeats=7, warmup=2)
 
     step = sub.add_parser("step", parents=[common], help="training-step throughput, memory and MFU")
     step.add_argument("--model", default="tiny", choices=[*sorted(STEP_MODELS), "vit_huge_patch14"])

@@ -168,3 +168,40 @@ def test_accuracy_vs_compute_labels_each_curve_end_legibly():
         low, high = ax.get_ylim()
         assert abs(labels[0].xyann[1] - labels[1].xyann[1]) >= 0.05 * (high - low) - 1e-9
     plt.close(fig)
+
+
+def test_accuracy_vs_compute_draws_against_epochs_when_asked():
+    curves = {
+        "run": [
+            {"epochs": 1.0, "linear_probe": 80.0, "knn": 70.0},
+            {"epochs": 3.0, "linear_probe": 82.0, "knn": 75.0},
+        ]
+    }
+    fig = viz.plot_accuracy_vs_compute(curves, x="epochs")
+    assert list(fig.axes[0].lines[0].get_xdata()) == [1.0, 3.0]
+    assert fig.axes[0].get_xlabel() == "epochs of pretraining"
+    with pytest.raises(ValueError, match="x 'steps'"):
+        viz.plot_accuracy_vs_compute(curves, x="steps")
+
+
+def test_gap_figure_draws_each_row_and_each_cause_in_its_verdict_colour():
+    bars = {
+        "I-JEPA": {"linear_probe": (85.5, 0.2), "knn": (80.1, 0.3)},
+        "MAE": {"linear_probe": (86.9, 0.1), "knn": (84.2, 0.2)},
+    }
+    effects = [
+        {"cause": "a", "metric": "linear_probe", "effect": 1.5, "noise": 0.5, "verdict": "supported"},
+        {"cause": "a", "metric": "knn", "effect": -0.2, "noise": 0.5, "verdict": "within noise"},
+        {"cause": "b", "metric": "linear_probe", "effect": -2.0, "noise": 0.5, "verdict": "rejected"},
+    ]
+    fig = viz.plot_gap(bars, effects)
+    left, right = fig.axes[:2]
+    heights = sorted(round(p.get_height(), 1) for p in left.patches)
+    assert heights == [80.1, 84.2, 85.5, 86.9]
+    widths = {round(p.get_width(), 1): p.get_facecolor() for p in right.patches}
+    assert set(widths) == {1.5, -0.2, -2.0}
+    assert widths[1.5] == matplotlib.colors.to_rgba(viz.results.VERDICT_COLORS["supported"])
+    assert widths[-2.0] == matplotlib.colors.to_rgba(viz.results.VERDICT_COLORS["rejected"])
+    assert [t.get_text() for t in right.get_yticklabels()] == ["a", "b"]
+    with pytest.raises(ValueError, match="no row"):
+        viz.plot_gap({}, effects)

@@ -24,6 +24,7 @@ from .results import (
     PROBE_NAMES,
     plot_accuracy_vs_compute,
     plot_experiment_summary,
+    plot_gap,
     plot_nuisance,
     plot_probe_bars,
     spread_labels,
@@ -71,4 +72,5 @@ __all__ = [
     "plot_experiment_summary",
     "plot_accuracy_vs_compute",
     "plot_nuisance",
+    "plot_gap",
 ]

@@ -196,3 +196,63 @@ def plot_nuisance(rows: Sequence[Mapping], metrics: Sequence[str] = ("linear_pro
     axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+VERDICT_COLORS = {"supported": "tab:green", "rejected": "tab:red", "within noise": "0.6"}
+
+
+def plot_gap(
+    bars: Mapping[str, Mapping[str, tuple[float, float]]],
+    effects: Sequence[Mapping],
+    metrics: Sequence[str] = ("linear_probe", "knn"),
+) -> Figure:
+    """Why one method leads another (notebook 06). Left: probe accuracy of the rows that split the gap, as
+    `bars` = {row name: {metric: (mean, std)}} (I-JEPA, MAE at its steps, MAE at its CPU time). Right: each
+    candidate cause's effect (`jepa_lite.gap.verdicts`: dicts with cause, metric, effect, noise, verdict) as a
+    horizontal bar with its noise band, coloured by verdict."""
+    if not bars:
+        raise ValueError("bars is empty: no row of the decomposition has run yet")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 3.6), gridspec_kw={"width_ratios": [1, 1.5]})
+    names = list(bars)
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        x = np.arange(len(metrics)) + (k - (len(names) - 1) / 2) * width
+        means = [bars[name][m][0] for m in metrics]
+        stds = [bars[name][m][1] for m in metrics]
+        drawn = left.bar(x, means, width, yerr=stds, capsize=3, label=name)
+        colour = drawn.patches[0].get_facecolor()
+        for xi, mean in zip(x, means, strict=True):
+            left.annotate(f"{mean:.1f}", (xi, mean), xytext=(0, 3), textcoords="offset points", ha="center",
+                          va="bottom", fontsize=7, color=colour)  # fmt: skip
+    lows = [bars[n][m][0] for n in names for m in metrics]
+    left.set_ylim(min(lows) - 4, max(lows) + 4)
+    left.set_xticks(np.arange(len(metrics)), [PROBE_NAMES.get(m, m) for m in metrics])
+    left.set_ylabel("accuracy (%)")
+    left.set_title("the gap, split: per step, then per unit of CPU time", fontsize=9)
+    left.legend(fontsize=7, frameon=False, loc="upper left", ncol=len(names) if len(names) < 3 else 1)
+    causes = list(dict.fromkeys(e["cause"] for e in effects))
+    height = 0.8 / len(metrics)
+    hatches = ["", "//", "..", "xx"]
+    for k, metric in enumerate(metrics):
+        for j, cause in enumerate(causes):
+            hit = [e for e in effects if e["cause"] == cause and e["metric"] == metric]
+            if not hit:
+                continue
+            e = hit[0]
+            y = j + (k - (len(metrics) - 1) / 2) * height
+            right.barh(y, e["effect"], height, xerr=e["noise"], capsize=3, hatch=hatches[k % len(hatches)],
+                       color=VERDICT_COLORS[e["verdict"]], edgecolor="black", linewidth=0.5)  # fmt: skip
+    right.axvline(0, color="black", lw=0.8)
+    right.set_yticks(np.arange(len(causes)), [f"{c}" for c in causes], fontsize=8)
+    right.invert_yaxis()
+    right.set_xlabel("effect of the ablation (points; bar: twice the standard error)")
+    right.set_title("each candidate cause, one ablation", fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in VERDICT_COLORS.values()]
+    handles += [
+        plt.Rectangle((0, 0), 1, 1, fc="white", ec="black", hatch=hatches[k]) for k in range(len(metrics))
+    ]
+    labels = [*VERDICT_COLORS, *(PROBE_NAMES.get(m, m) for m in metrics)]
+    right.legend(handles, labels, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    right.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
