@@ -47,3 +47,16 @@ def test_overrides_and_flags_mix_in_any_order(capsys):
     assert info["total_steps"] == 7 and info["world_size"] == 2
     args = pretrain.parse_args(["optim.lr=5e-4", "--no-eval", "optim.max_steps=1"])
     assert args.no_eval and args.overrides == ["optim.lr=5e-4", "optim.max_steps=1"]
+
+
+@pytest.mark.parametrize("shard", ["2/2", "1", "a/b", "3/2", "0/0"])
+def test_reproduce_rejects_a_bad_shard_in_one_line(shard, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.parse_args(["--shard", shard])
+    assert exit_info.value.code == 2
+    assert f"--shard {shard!r} must be i/n" in capsys.readouterr().err
+
+
+def test_reproduce_reads_a_shard_as_index_and_count():
+    assert reproduce.parse_args(["--shard", "1/2"]).shard == (1, 2)
+    assert reproduce.parse_args([]).shard == (0, 1)
