@@ -88,3 +88,30 @@ def test_bad_overrides_name_the_key(override, message):
 def test_unknown_config_name_lists_the_packaged_ones():
     with pytest.raises(ValueError, match="fmnist_vit_tiny"):
         load_config("imagenet_giant")
+
+
+@pytest.mark.parametrize(
+    "name, depth",
+    [
+        ("in1k_vitb16_ep600", 6),
+        ("in1k_vitl16_ep600", 12),
+        ("in1k_vith14_ep300", 12),
+        ("in1k_vith16_448_ep300", 12),
+    ],
+)
+def test_scaled_predictors_follow_appendix_a1(name, depth):
+    """A 384-wide predictor, 6 blocks for ViT-B/16 and 12 for the larger encoders, with as many heads as the
+    encoder (the official code passes the encoder's head count to the predictor)."""
+    import timm
+    import torch
+
+    cfg = load_config(name)
+    with torch.device("meta"):  # shapes only: no memory, no time
+        encoder_heads = (
+            timm.create_model(cfg.model.name, pretrained=False, num_classes=0).blocks[0].attn.num_heads
+        )
+    assert (cfg.model.predictor_dim, cfg.model.predictor_depth, cfg.model.predictor_heads) == (
+        384,
+        depth,
+        encoder_heads,
+    )
