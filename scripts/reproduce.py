@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     (out / "summary.md").write_text(head + table)
     plot_summary({g: r for g, r in summary.items() if not g.startswith("_")}, out / "summary.png")
+    plot_why(summary, out / "why_mae_leads.png")
     print(tables.summary_markdown({g: summary[g] for g in groups}))
     return summary
 
@@ -202,6 +203,18 @@ def plot_summary(summary: dict, path: Path) -> None:
     from jepa_lite.viz import plot_experiment_summary
 
     plot_experiment_summary(summary).savefig(path, dpi=120, bbox_inches="tight")
+
+
+def plot_why(summary: dict, path: Path) -> None:
+    """The figure of notebook 06's section 2 (`jepa_lite.gap`), once the rows that split the gap have run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from jepa_lite import gap
+    from jepa_lite.viz import plot_gap
+
+    if gap.split_rows(summary):
+        plot_gap(gap.split_rows(summary), gap.verdicts(summary)).savefig(path, dpi=120, bbox_inches="tight")
 
 
 if __name__ == "__main__":
