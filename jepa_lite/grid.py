@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -223,6 +224,28 @@ def run_grid(
             flush=True,
         )
     return summarize(load_runs(run_dir), pixels, groups, seeds=seeds)
+
+
+def step_seconds_of(
+    rows: dict[str, tuple[tuple[str, ...], int]],
+    *,
+    base: str,
+    steps: int = 400,
+    warmup: int = 50,
+    quick: bool = False,
+) -> dict[str, float]:
+    """Median seconds per training step of each row ({name: (overrides, seed)} of config `base`), timed one
+    after another in this process on real batches: step costs compare only as ratios measured in one run."""
+    if steps <= warmup:
+        raise ValueError(f"steps ({steps}) must exceed warmup ({warmup}): the warm-up steps are not timed")
+    timing = {}
+    for name, (overrides, seed) in rows.items():
+        cfg = make_config(overrides, seed, quick=quick, base=base)
+        cfg.optim.max_steps, cfg.ckpt_every = steps, 0
+        result = train(cfg, run_dir=None, progress=False)
+        timing[name] = statistics.median(r["time"] for r in result.history[warmup:])
+        print(f"  {name}: {timing[name]:.4f} s per step (median of {steps - warmup})", flush=True)
+    return timing
 
 
 def _shard(plan: list[tuple[tuple[str, ...], int]], i: int, n: int) -> list[tuple[tuple[str, ...], int]]:

@@ -31,7 +31,7 @@ from .config import config_from_dict, config_to_dict
 from .evaluate import knn_accuracy
 from .experiments import MAE_PRESET, make_config
 from .features import extract_features
-from .grid import ProbeSets, write_json
+from .grid import ProbeSets, step_seconds_of, write_json
 from .registry import METHOD_NAMES, TRAIN_SIZES
 from .train import train
 
@@ -184,19 +184,10 @@ def step_seconds(
     process on real Fashion-MNIST batches: the one clock on which their budgets compare (a ratio measured
     in one run, where each card's own timing depends on what else its host ran)."""
     which = list(which) if which is not None else names()
-    if steps <= warmup:
-        raise ValueError(f"steps ({steps}) must exceed warmup ({warmup}): the warm-up steps are not timed")
     for name in which:
         _check_name(name)
-    timing = {}
-    for name in which:
-        recipe = RECIPES[name]
-        cfg = make_config(recipe.overrides, recipe.seed, quick=quick, base=BASE)
-        cfg.optim.max_steps, cfg.ckpt_every = steps, 0
-        result = train(cfg, run_dir=None, progress=False)
-        timing[name] = statistics.median(r["time"] for r in result.history[warmup:])
-        print(f"  {name}: {timing[name]:.4f} s per step (median of {steps - warmup})", flush=True)
-    return timing
+    rows = {name: (RECIPES[name].overrides, RECIPES[name].seed) for name in which}
+    return step_seconds_of(rows, base=BASE, steps=steps, warmup=warmup, quick=quick)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Pretrain I-JEPA (or MAE / the invariant baseline) with jepa_lite.train, then probe the encoder.
 
-    python scripts/pretrain.py                                   # fmnist_vit_tiny on CPU, ~10 minutes python
-    scripts/pretrain.py --method mae optim.epochs=2       # dotted overrides after the flags accelerate launch
-    --num_processes 8 scripts/pretrain.py --config in1k_vith14_ep300 data.root=/data/imagenet python
-    scripts/pretrain.py --config in1k_vith14_ep300 --dry-run --world-size 16
+    python scripts/pretrain.py                          # fmnist_vit_tiny on CPU, ~10 minutes
+    python scripts/pretrain.py --method mae optim.epochs=2   # dotted overrides after the flags
+    accelerate launch --num_processes 8 scripts/pretrain.py --config in1k_vith14_ep300 data.root=/data/in1k
+    python scripts/pretrain.py --config in1k_vith14_ep300 --dry-run --world-size 16
 
 Writes runs/<name>/: config.yaml, metrics.csv, checkpoints, encoder/target_encoder .safetensors + config.json,
 and results.json (linear probe, k-NN, 1% low-shot, RankMe of the trained encoder and, under "init", of the

@@ -7,6 +7,7 @@ last checkpoint, so the grid can be spread over several days.
     python scripts/reproduce.py --groups nuisance        # representations vs pixels under irrelevant detail
     python scripts/reproduce.py --groups architectures   # one group
     python scripts/reproduce.py --groups why_mae_leads --shard 1/2  # every other row: one of two processes
+    python scripts/reproduce.py --groups why_mae_leads --time-steps # its rows' step costs, side by side
     python scripts/reproduce.py --quick --out /tmp/grid  # tiny budget, every group, a few minutes (CI)
     python scripts/reproduce.py --summary-only           # rebuild the tables and figure from the JSONs
     python scripts/reproduce.py --groups course_checkpoints                      # retrain the shipped ones
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-steps",
         action="store_true",
         help=f"with {COURSE}: re-time the recipes' steps side by side ({pretrained.STEP_SECONDS} beside the "
-        "weights, the figure's clock; timed once, when missing, after a retrain)",
+        "weights, the figure's clock; timed once, when missing, after a retrain); with grid groups: time "
+        "each row's step side by side into OUT/GROUP_step_seconds.json",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not groups:
             return cards  # only the course checkpoints: their cards
     seeds = args.seeds if args.seeds is not None else (ex.QUICK_SEEDS if args.quick else None)
-    if not args.summary_only:
+    if not args.summary_only and not args.time_steps:
         grid.run_grid(
             groups,
             out,
@@ -117,6 +119,15 @@ def main(argv: list[str] | None = None) -> dict:
             shard=args.shard,
             progress=not args.quiet,
         )
+    if args.time_steps:
+        for g in groups:
+            print(f"timing the steps of each row of {g}, one after another", flush=True)
+            rows = {row.name: (row.overrides, 0) for row in ex.GROUPS[g]}
+            n = dict(steps=12, warmup=4) if args.quick else dict(steps=200, warmup=50)
+            seconds = grid.step_seconds_of(rows, base=ex.GRID_BASE, quick=args.quick, **n)
+            device = pretrained.device_name()
+            out.mkdir(parents=True, exist_ok=True)
+            grid.write_json(out / f"{g}_step_seconds.json", {"seconds_per_step": seconds, "device": device})
     # The files always cover every group, from all the runs on disk: running one group keeps the others' rows.
     pixels = json.loads((out / "pixels.json").read_text()) if (out / "pixels.json").exists() else None
     runs = grid.load_runs(out / "runs")

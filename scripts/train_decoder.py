@@ -2,9 +2,8 @@
 """Train the blue-box decoder on the shipped I-JEPA checkpoint, and measure what the predictor's sketches
 hold.
 
-    python scripts/train_decoder.py            # ~20 CPU min: jepa_lite/checkpoints/ijepa_decoder.*,
-    results/blue_box.* python scripts/train_decoder.py --quick    # a few steps, into --out (checks the
-    script)
+    python scripts/train_decoder.py            # ~20 CPU min: checkpoints/ijepa_decoder.*, results/blue_box.*
+    python scripts/train_decoder.py --quick    # a few steps, into --out (checks the script)
 
 Two decoders are trained the same way (`jepa_lite.decoder.fit_decoder`, same steps and seed): one on the
 shipped `ijepa` checkpoint's frozen target encoder, and one on the *same network at initialisation*, the

@@ -1,6 +1,7 @@
 """The command line as a user types it: a bad config, value, name or path is one line naming it and exit status 2
 (as argparse does, no traceback); flags and dotted overrides mix in any order."""
 
+import importlib
 import re
 
 import benchmark
@@ -60,3 +61,20 @@ def test_reproduce_rejects_a_bad_shard_in_one_line(shard, capsys):
 def test_reproduce_reads_a_shard_as_index_and_count():
     assert reproduce.parse_args(["--shard", "1/2"]).shard == (1, 2)
     assert reproduce.parse_args([]).shard == (0, 1)
+
+
+@pytest.mark.parametrize("script", ["pretrain", "train_decoder", "reproduce", "evaluate"])
+def test_help_examples_each_start_with_a_command(script, capsys):
+    """The usage examples that `--help` prints (the indented lines of the script's docstring, its description)
+    stay one command per line."""
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    # the docstring is the help's description
+    assert module.__doc__.splitlines()[0] in capsys.readouterr().out
+    lines = module.__doc__.splitlines()
+    examples = [line.strip() for line in lines if line.startswith("    ") and line.strip()]
+    assert examples, f"{script} --help shows no usage example"
+    for previous, line in zip(["", *examples], examples):
+        if not previous.endswith("\\"):  # a line after a trailing backslash continues its command
+            assert line.split()[0] in ("python", "accelerate", "torchrun", "sbatch"), f"{script}: {line!r}"
