@@ -146,9 +146,9 @@ GROUPS: dict[str, list[Row]] = {
 # Why MAE leads I-JEPA at equal CPU time (notebook 06): the course checkpoints' recipe at an eighth of their
 # budget (I-JEPA 24 epochs -> 3), then one candidate cause changed per row. MAE twice: at I-JEPA's steps
 # (progress per step) and at the MAE checkpoint's budget scaled the same way (47 / 8 epochs: about the same
-# CPU time). The 2-px-patch row's step costs about 3.8x an I-JEPA step, so it gets 3 / 3.9 epochs: the same CPU
-# time within a few percent (`python scripts/reproduce.py --groups why_mae_leads --time-steps` times every row
-# side by side into results/why_mae_leads_step_seconds.json; notebook 06 checks the budgets against it).
+# CPU time). The 2-px-patch row's step costs about 3.8x an I-JEPA step, so it gets 3 / 3.9 epochs: the same
+# CPU time within a few percent (`python scripts/reproduce.py --groups why_mae_leads --time-steps` times
+# every row side by side into results/why_mae_leads_step_seconds.json; notebook 06 checks the budgets).
 CHECKPOINT_RECIPE = (
     *SMALL_BATCH,
     "model.depth=2",
