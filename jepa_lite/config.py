@@ -202,7 +202,7 @@ def _coerce(value: Any, hint: str, key: str) -> Any:
     try:
         if base.startswith("tuple"):
             if isinstance(value, str):
-                value = yaml.safe_load(value)
+                value = _parse_yaml(value, f"config key {key!r}")
             if not isinstance(value, (list, tuple)) or len(value) != 2:
                 raise ValueError
             return tuple(float(v) for v in value)
@@ -260,13 +260,25 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
     return cfg
 
 
+def _parse_yaml(text: str, where: str) -> Any:
+    """yaml.safe_load, with a malformed text reported as one ValueError naming `where`, the line and the
+    problem."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{where} is not valid YAML{line}: {problem}") from None
+
+
 def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
     """Apply `section.key=value` strings; values are parsed as YAML (numbers, lists, null, true/false)."""
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like section.key=value (e.g. optim.lr=5e-4)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = _parse_yaml(raw, f"the value of override {item!r}") if raw != "" else None
         _set_field(cfg, key.strip().split("."), value, key.strip(), raw)
     return cfg
 
@@ -280,7 +292,7 @@ def load_config(name_or_path: str | Path = "fmnist_vit_tiny", overrides: typing.
         raise ValueError(
             f"config {str(name_or_path)!r} not found: not a file, and not one of {list_configs()}"
         )
-    d = yaml.safe_load(path.read_text()) or {}
+    d = _parse_yaml(path.read_text(), f"config file {path}") or {}
     if not isinstance(d, dict):
         raise ValueError(f"config file {path} must hold a mapping at top level")
     d.setdefault("name", path.stem)

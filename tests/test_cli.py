@@ -27,6 +27,10 @@ CASES = {
     "reproduce zero seeds": (reproduce, ["--seeds", "0"], r"--seeds 0 must be at least 1"),
     "benchmark zero batch": (benchmark, ["step", "--batch", "0"], r"--batch 0 must be at least 1"),
     "benchmark negative warmup": (benchmark, ["masks", "--warmup", "-1"], r"--warmup -1 must be at least 0"),
+    "override not valid YAML": (pretrain, ["optim.ema=[0.9", "--dry-run"],
+                                r"the value of override 'optim.ema=\[0.9' is not valid YAML, line 1 column 5: expected ','"),
+    "override mapping not closed": (pretrain, ["optim.lr={a", "--dry-run"],
+                                    r"the value of override 'optim.lr=\{a' is not valid YAML, line 1 column 3"),
 }  # fmt: skip
 
 
@@ -39,6 +43,17 @@ def test_bad_input_is_one_line_and_exit_status_2(script, argv, message, capsys):
     assert "Traceback" not in err
     assert ": error: " in err and err.lstrip().startswith("usage:")  # argparse's usage line, then the error
     assert re.search(message, err), err
+
+
+def test_a_config_file_that_is_not_yaml_is_one_line_naming_the_file_and_line(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("method: {name: ijepa}\noptim: [\n")
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.main(["--config", str(broken), "--dry-run"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if ": error: " in line]) == 1
+    assert f"config file {broken} is not valid YAML, line 3 column 1: expected the node content" in err
 
 
 def test_overrides_and_flags_mix_in_any_order(capsys):
