@@ -80,7 +80,7 @@ def build_dataset(
     train: bool = True,
     image_size: int | None = None,
     crop_scale: tuple[float, float] | None = (0.3, 1.0),
-    download: bool = False,
+    download: bool | None = None,
     limit: int | None = None,
 ) -> Dataset:
     """Dataset by name (see `DATASETS`); every item is `(image float [C, S, S] normalised, int label)`.
@@ -88,7 +88,9 @@ def build_dataset(
     `crop_scale` is the RandomResizedCrop scale of the training split of natural-image sets (cifar10, stl10,
     imagefolder); None turns cropping off. fmnist and shapes are never cropped (a crop would break the
     count/position labels; use the dataset's `transform` for that). ShapesWorld uses seed 0 for train and 1
-    for test; `limit` keeps the first N items (ShapesWorld: generates N).
+    for test; `limit` keeps the first N items (ShapesWorld: generates N). `download=None` (the default)
+    fetches Fashion-MNIST into the cache when no `root` is given and no local copy is found (a machine
+    without internet gets the not-found error at once); True downloads any torchvision set into `root`.
     """
     _check_name(name)
     info = _INFO[name]
@@ -101,7 +103,9 @@ def build_dataset(
         raise ValueError(f"limit={limit!r} must be None or an int >= 1")
 
     if name == "fmnist":
-        return FashionMNIST(root, train=train, image_size=image_size, download=download, limit=limit)
+        fetch = (root is None) if download is None else download  # never download into a folder you named
+        return FashionMNIST(root, train=train, image_size=image_size, download=fetch, limit=limit)
+    download = bool(download)
     if name == "shapes":
         n = limit if limit is not None else (10000 if train else 5000)
         return ShapesWorld(n, image_size=image_size, seed=0 if train else 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,12 +106,22 @@ def _missing_files(folder: Path) -> list[str]:
     return [f"{n}[.gz]" for n in names if _idx_file(folder, n) is None]
 
 
+DOWNLOAD_TIMEOUT = 30  # seconds a connection may stay silent before the download gives up
+
+
 def _download_fashion_mnist(cache: Path) -> Path:
-    """Download Fashion-MNIST with torchvision into `cache/FashionMNIST/raw` (needs internet)."""
+    """Download Fashion-MNIST with torchvision into `cache/FashionMNIST/raw` (needs internet): four files,
+    about 30 MB, each checked against torchvision's MD5 sum, with a progress bar."""
     from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
 
+    print(f"Fashion-MNIST not found locally: downloading it into {cache} (about 30 MB)", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
-    TorchvisionFashionMNIST(str(cache), train=True, download=True)  # fetches all four files
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # a firewall that drops packets fails instead of hanging
+    try:
+        TorchvisionFashionMNIST(str(cache), train=True, download=True)  # fetches all four files
+    finally:
+        socket.setdefaulttimeout(previous)
     return cache / "FashionMNIST" / "raw"
 
 
@@ -144,7 +155,8 @@ def find_fashion_mnist(root: str | Path | None = None, *, download: bool = False
                 return folder
             error = f"the download into {folder} left {', '.join(_missing_files(folder))} missing"
         except Exception as e:  # no internet, proxy, disk full: report it with the places we looked
-            error = f"the torchvision download into {CACHE_DIR} failed: {type(e).__name__}: {e}"
+            where = Path(root).expanduser() if root is not None else Path(CACHE_DIR)
+            error = f"the download into {where} failed (is the internet reachable?): {type(e).__name__}: {e}"
     raise FileNotFoundError(
         "Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
         "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) not found. Looked in:\n"

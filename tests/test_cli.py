@@ -3,6 +3,7 @@
 
 import importlib
 import re
+from pathlib import Path
 
 import benchmark
 import evaluate as evaluate_script
@@ -93,3 +94,19 @@ def test_help_examples_each_start_with_a_command(script, capsys):
     for previous, line in zip(["", *examples], examples):
         if not previous.endswith("\\"):  # a line after a trailing backslash continues its command
             assert line.split()[0] in ("python", "accelerate", "torchrun", "sbatch"), f"{script}: {line!r}"
+
+
+def test_ci_runs_the_readme_quick_start_set_up_and_test_commands():
+    """CI checks the path a newcomer takes: the quick start's set-up command, then its test command."""
+    import re
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = re.search(r"## Quick start\n\n```bash\n(.*?)```", readme, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+    setup, test = commands[0], next(c for c in commands if c.startswith("pytest"))
+    ci = [line.split("#")[0].strip() for line in (root / ".ci" / "run").read_text().splitlines()]
+    assert setup == "bash scripts/setup.sh" and setup in ci
+    assert ci[-1] == test == "pytest"
+    subprocess.run(["bash", "-n", str(root / "scripts" / "setup.sh")], check=True)  # it parses

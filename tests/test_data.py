@@ -540,3 +540,61 @@ def test_truncated_image_is_replaced_by_the_next_with_a_warning(tmp_path):
         x, y = ds[0]
     assert x.shape == (3, 8, 8) and y == 0 and ds.skipped == [str(bad)]
     assert torch.equal(ds[0][0], ds[1][0])  # deterministic: always the next readable image
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the download a fresh machine makes: torchvision's real downloader against a local file server
+
+
+@pytest.fixture
+def local_mirror(tmp_path, monkeypatch):
+    """A tiny Fashion-MNIST served over HTTP on 127.0.0.1, torchvision's only mirror (with its MD5 sums)."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
+
+    served = tmp_path / "served"
+    make_fake_fmnist(served, n_train=6, n_test=4, seed=5, gz=True)
+    for raw in [p for p in served.iterdir() if p.suffix != ".gz"]:  # torchvision fetches .gz files only
+        raw.with_name(raw.name + ".gz").write_bytes(gzip.compress(raw.read_bytes()))
+        raw.unlink()
+    resources = [(p.name, hashlib.md5(p.read_bytes()).hexdigest()) for p in sorted(served.iterdir())]
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(TorchvisionFashionMNIST, "mirrors", [f"http://127.0.0.1:{server.server_port}/"])
+    monkeypatch.setattr(TorchvisionFashionMNIST, "resources", resources)
+    yield server
+    server.shutdown()
+
+
+def test_a_fresh_machine_downloads_fashion_mnist_into_the_cache_and_checks_it(isolated, local_mirror):
+    test = build_dataset("fmnist", train=False)  # nothing local: fetched, MD5-checked, read
+    assert test.root == isolated / "cache" / "FashionMNIST" / "raw"
+    assert len(test) == 4 and test.targets.tolist() == [5, 6, 7, 8]
+    assert len(build_dataset("fmnist", train=True)) == 6  # found in the cache now, no second download
+
+
+def test_a_corrupt_download_is_refused(isolated, local_mirror, monkeypatch):
+    from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
+
+    wrong = [(name, "0" * 32) for name, _ in TorchvisionFashionMNIST.resources]
+    monkeypatch.setattr(TorchvisionFashionMNIST, "resources", wrong)
+    with pytest.raises(FileNotFoundError, match="download into .* failed"):
+        build_dataset("fmnist", train=False)
+
+
+def test_no_download_into_a_folder_you_named_and_a_clear_error_offline(isolated, monkeypatch):
+    from torchvision.datasets import FashionMNIST as TorchvisionFashionMNIST
+
+    monkeypatch.setattr(TorchvisionFashionMNIST, "mirrors", ["http://127.0.0.1:9/"])  # nothing listens there
+    with pytest.raises(FileNotFoundError, match=r"root argument\): no such folder") as err:
+        build_dataset("fmnist", root=isolated / "mine")
+    assert "the download into" not in str(err.value)  # a named folder is never a download target
+    with pytest.raises(FileNotFoundError, match=r"is the internet reachable\?") as err:
+        build_dataset("fmnist")
+    assert "apt-get install dataset-fashion-mnist" in str(err.value)
