@@ -33,9 +33,7 @@ class Cause:
 
 
 CAUSES = (
-    Cause(
-        "multi-block masks (MAE's target on them)", "MAE loss on I-JEPA's multi-block masks", MAE_STEPS, -1
-    ),
+    Cause("multi-block masks learn less per step", "MAE loss on I-JEPA's multi-block masks", MAE_STEPS, -1),
     Cause("the EMA target moves too slowly", "EMA 0.99 -> 0.999 (a target that moves faster)"),
     Cause("the context is subsampled to the batch's shortest", "every context patch kept"),
     Cause("background targets are trivially predictable", "loss on garment patches only"),
