@@ -143,33 +143,6 @@ GROUPS: dict[str, list[Row]] = {
     ],
 }
 
-# Why MAE leads I-JEPA at equal CPU time (notebook 06): the course checkpoints' recipe at an eighth of their
-# budget (I-JEPA 24 epochs -> 3), then one candidate cause changed per row. MAE twice: at I-JEPA's steps
-# (progress per step) and at the MAE checkpoint's budget scaled the same way (47 / 8 epochs: about the same
-# CPU time). The 2-px-patch row's step costs about 3.8x an I-JEPA step, so it gets 3 / 3.9 epochs: the same
-# CPU time within a few percent (`python scripts/reproduce.py --groups why_mae_leads --time-steps` times
-# every row side by side into results/why_mae_leads_step_seconds.json; notebook 06 checks the budgets).
-CHECKPOINT_RECIPE = (
-    *SMALL_BATCH,
-    "model.depth=2",
-)  # = configs/fmnist_vit_tiny.yaml, as overrides of the base
-EIGHTH = (*CHECKPOINT_RECIPE, "optim.epochs=3")
-GROUPS["why_mae_leads"] = [
-    Row("I-JEPA", EIGHTH, 2),
-    Row("MAE, same steps", (*MAE_PRESET, *EIGHTH), 2),
-    Row("MAE, same CPU time", (*MAE_PRESET, *CHECKPOINT_RECIPE, "optim.epochs=5.875"), 2),
-    Row("MAE loss on I-JEPA's multi-block masks", ("method.name=mae", *EIGHTH), 2),
-    Row("EMA 0.99 -> 0.999 (a target that moves faster)", (*EIGHTH, "optim.ema=[0.99,0.999]"), 2),
-    Row("every context patch kept", (*EIGHTH, "mask.context_fill=pad"), 2),
-    Row("loss on garment patches only", (*EIGHTH, "method.foreground_targets=true"), 2),
-    Row(
-        "14x14 grid (2-px patches), same CPU time",
-        (*CHECKPOINT_RECIPE, "optim.epochs=0.77", "model.patch_size=2"),
-        2,
-    ),
-]
-OPT_IN_WHY = "why_mae_leads"
-
 # Representations against pixels where pixels carry detail the label does not need (jepa_lite.nuisance): the
 # course default's budget for I-JEPA, MAE (pixel targets, random masks) and I-JEPA with pixel targets (its
 # multi-block masks, each block decoded in its own pass), on clean images and at three strengths of
@@ -192,10 +165,33 @@ GROUPS["nuisance"] = [
     for kind, strength in NUISANCE_SETTINGS
     for method, overrides in NUISANCE_METHODS.items()
 ]
-OPT_IN = (
-    "nuisance",
-    OPT_IN_WHY,
-)  # hours of CPU each: run when asked for (`--groups nuisance`), not with the rest
+
+# Why MAE leads I-JEPA at equal CPU time (notebook 06): the course checkpoints' recipe at an eighth of their
+# budget (I-JEPA 24 epochs -> 3), then one candidate cause changed per row. MAE twice: at I-JEPA's steps
+# (progress per step) and at the MAE checkpoint's budget scaled the same way (47 / 8 epochs: about the same
+# CPU time). The 2-px-patch row's step costs about 3.8x an I-JEPA step, so it gets 3 / 3.9 epochs: the same
+# CPU time within a few percent (`python scripts/reproduce.py --groups why_mae_leads --time-steps` times
+# every row side by side into results/why_mae_leads_step_seconds.json; notebook 06 checks the budgets).
+# the course checkpoints' recipe (configs/fmnist_vit_tiny.yaml) as overrides of the grid base
+CHECKPOINT_RECIPE = (*SMALL_BATCH, "model.depth=2")
+EIGHTH = (*CHECKPOINT_RECIPE, "optim.epochs=3")
+GROUPS["why_mae_leads"] = [
+    Row("I-JEPA", EIGHTH, 2),
+    Row("MAE, same steps", (*MAE_PRESET, *EIGHTH), 2),
+    Row("MAE, same CPU time", (*MAE_PRESET, *CHECKPOINT_RECIPE, "optim.epochs=5.875"), 2),
+    Row("MAE loss on I-JEPA's multi-block masks", ("method.name=mae", *EIGHTH), 2),
+    Row("EMA 0.99 -> 0.999 (a target that moves faster)", (*EIGHTH, "optim.ema=[0.99,0.999]"), 2),
+    Row("every context patch kept", (*EIGHTH, "mask.context_fill=pad"), 2),
+    Row("loss on garment patches only", (*EIGHTH, "method.foreground_targets=true"), 2),
+    Row(
+        "14x14 grid (2-px patches), same CPU time",
+        (*CHECKPOINT_RECIPE, "optim.epochs=0.77", "model.patch_size=2"),
+        2,
+    ),
+]
+
+# hours of CPU each: run when asked for (`--groups nuisance`), not with the rest; listed last in the summaries
+OPT_IN = ("nuisance", "why_mae_leads")
 DEFAULT_GROUPS = [g for g in GROUPS if g not in OPT_IN]
 
 # What the quick mode (CI, notebooks' quick runs) changes: tiny data, a few steps, small probes.
