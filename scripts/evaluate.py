@@ -7,6 +7,14 @@
         --image-size 224 --train-limit 10000 --test-limit 2000 --json vith14.json
     python scripts/evaluate.py ./ijepa_vith14_1k --dataset cifar10 --data ~/data --image-size 224
 
+With --protocol, the paper's evaluation at ImageNet scale, run by every process of the job (features
+extracted once into RUN/features/, resumable; the probe fit on the main process; RUN/eval_PROTOCOL.json):
+
+    accelerate launch scripts/evaluate.py runs/in1k_vith14 --protocol in1k_linear --data /datasets/imagenet
+    accelerate launch scripts/evaluate.py runs/in1k_vith14 --protocol in1k_1pct --data /datasets/imagenet \
+        --split-file 1percent.txt
+    sbatch scripts/slurm/evaluate.sbatch runs/in1k_vith14 in1k_linear /datasets/imagenet
+
 PATH is a jepa_lite run folder (config.json + target_encoder/encoder .safetensors), an official I-JEPA
 `.pth.tar` or a Hugging Face IJepaModel directory (see jepa_lite/interop.py). When --image-size differs from
 the encoder's, its 2-D positional grid is interpolated; grey images are repeated to 3 channels for RGB
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -29,6 +38,7 @@ from jepa_lite.evaluate import PROBE_VERSION, evaluate_features, low_shot_indice
 from jepa_lite.features import extract_features
 from jepa_lite.interop import load_encoder, set_image_size_
 from jepa_lite.models import count_parameters
+from jepa_lite.protocols import list_protocols, load_protocol
 
 METRICS = ("linear_probe", "knn", "low_shot", "rankme")
 
@@ -36,6 +46,18 @@ METRICS = ("linear_probe", "knn", "low_shot", "rankme")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="run folder, official .pth.tar, or Hugging Face IJepaModel directory")
+    p.add_argument(
+        "--protocol", default=None, help=f"evaluation protocol: one of {list_protocols()} or a YAML file"
+    )
+    p.add_argument(
+        "--split-file", default=None, help="with --protocol: image file names of the training subset"
+    )
+    p.add_argument(
+        "--chunk", type=int, default=4096, help="with --protocol: images per unit of work and of resumption"
+    )
+    p.add_argument(
+        "--num-workers", type=int, default=8, help="with --protocol: data-loading workers per process"
+    )
     p.add_argument("--which", choices=["target", "context"], default="target", help="encoder to probe")
     p.add_argument(
         "--dataset", choices=DATASETS, default=None, help="default: the run's dataset, else fmnist"
@@ -60,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for flag in ("train_limit", "test_limit", "per_class", "batch_size", "image_size", "num_heads"):
+    for flag in ("train_limit", "test_limit", "per_class", "batch_size", "image_size", "num_heads", "chunk"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} {value} must be at least 1")
@@ -128,8 +150,43 @@ def _inputs(args: argparse.Namespace) -> tuple:
     return model, encoder, name, size, train_set, test_set
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run_protocol(args: argparse.Namespace) -> dict | None:
+    """--protocol: extract with every process (accelerate), probe on the main one; see protocol_eval.py."""
+    from accelerate import Accelerator
+
+    from jepa_lite.protocol_eval import evaluate_run, weights_file
+
+    try:
+        protocol = load_protocol(args.protocol)
+        weights_file(
+            Path(args.path), protocol.which
+        )  # a bad path or a run without weights: one line, at once
+    except (ValueError, FileNotFoundError) as e:
+        build_parser().error(str(e))
+    # without CUDA a multi-process launch must ask for CPU, or each process would work alone (as in build.py)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    )
+    kw = dict(
+        batch_size=args.batch_size, chunk=args.chunk, num_workers=args.num_workers, progress=not args.quiet
+    )
+    try:
+        results = evaluate_run(args.path, protocol, accelerator=accelerator, root=args.data,
+                               split_file=args.split_file, **kw)  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        build_parser().error(str(e))
+    if results is not None:
+        print(f"{protocol.name} (version {protocol.version}): top-1 {results['top1']:.2f}% on "
+              f"{results['val_images']} validation images ({results['processes']} process(es), "
+              f"{results['seconds']:.0f} s)")  # fmt: skip
+        print(f"wrote {Path(results['weights']).parent / f'eval_{protocol.name}.json'}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(argv)
+    if args.protocol is not None:
+        return run_protocol(args)
     try:  # a wrong path, size or dataset is one line naming it and exit status 2, as argparse does
         model, encoder, name, size, train_set, test_set = _inputs(args)
     except (ValueError, FileNotFoundError) as e:

@@ -1,6 +1,5 @@
 """Tests for scripts/evaluate.py on a tiny run folder (ShapesWorld: generated, no download)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,14 +19,6 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def run_dir(tmp_path):
     """A run folder as scripts/pretrain.py writes it, with a tiny random ViT on 32-px ShapesWorld images."""
@@ -41,10 +32,10 @@ def run_dir(tmp_path):
     return tmp_path
 
 
-def test_evaluate_run_folder(script, run_dir, capsys):
+def test_evaluate_run_folder(evaluate_script, run_dir, capsys):
     out = run_dir / "results.json"
     args = [str(run_dir), "--train-limit", "120", "--test-limit", "40", "--quiet", "--json", str(out)]
-    res = script.main(args)
+    res = evaluate_script.main(args)
     for key in ("linear_probe", "knn", "low_shot"):
         assert 0.0 <= res[key] <= 100.0
     assert 1.0 <= res["rankme"] <= 64.0
@@ -56,30 +47,30 @@ def test_evaluate_run_folder(script, run_dir, capsys):
     assert "linear_probe" in printed and "rankme" in printed
 
 
-def test_evaluate_official_file_other_size(script, run_dir, tmp_path):
+def test_evaluate_official_file_other_size(evaluate_script, run_dir, tmp_path):
     """An official .pth.tar of the same encoder, probed at 48 px (positions interpolated to a 6x6 grid)."""
     from jepa_lite.interop import load_encoder
 
     enc = load_encoder(run_dir)
     pred = Predictor(enc.grid, enc.embed_dim, predictor_dim=16, depth=1, num_heads=1)
     ckpt = export_official(enc, pred, enc, tmp_path / "official.pth.tar")
-    res = script.main([str(ckpt), "--dataset", "shapes", "--image-size", "48", "--which", "context",
+    res = evaluate_script.main([str(ckpt), "--dataset", "shapes", "--image-size", "48", "--which", "context",
                        "--train-limit", "60", "--test-limit", "30", "--per-class", "5", "--quiet"])  # fmt: skip
     assert res["image_size"] == 48 and res["per_class"] == 5 and 0.0 <= res["linear_probe"] <= 100.0
 
 
-def test_evaluate_bad_path(script, tmp_path, capsys):
+def test_evaluate_bad_path(evaluate_script, tmp_path, capsys):
     with pytest.raises(
         SystemExit
     ) as exit_info:  # one line naming the path, exit status 2 (tests/test_cli.py)
-        script.main([str(tmp_path / "nope"), "--quiet"])
+        evaluate_script.main([str(tmp_path / "nope"), "--quiet"])
     assert (
         exit_info.value.code == 2
         and f"{tmp_path / 'nope'} is neither a file nor a folder" in capsys.readouterr().err
     )
 
 
-def test_image_folder_limits_take_every_class(script, tmp_path):
+def test_image_folder_limits_take_every_class(evaluate_script, tmp_path):
     """ImageFolder lists images class by class: a limit must draw from every class, not the first ones."""
     from PIL import Image
 
@@ -94,10 +85,10 @@ def test_image_folder_limits_take_every_class(script, tmp_path):
             pixels = (torch.rand(16, 16, 3, generator=gen) * 255).to(torch.uint8).numpy()
             Image.fromarray(pixels).save(tmp_path / "imgs" / c / f"{i}.png")
     folder = build_dataset("imagefolder", root=tmp_path / "imgs", train=False, image_size=16)
-    picked = script.balanced_subset(folder, 6)
+    picked = evaluate_script.balanced_subset(folder, 6)
     assert sorted(folder.targets[i] for i in picked.indices) == [0, 0, 1, 1, 2, 2]
     torch.manual_seed(0)
     export_hf(ViTEncoder(img_size=16, patch_size=4, embed_dim=64, depth=1, num_heads=1), tmp_path / "hf")
-    res = script.main([str(tmp_path / "hf"), "--dataset", "imagefolder", "--data", str(tmp_path / "imgs"),
+    res = evaluate_script.main([str(tmp_path / "hf"), "--dataset", "imagefolder", "--data", str(tmp_path / "imgs"),
                        "--train-limit", "21", "--test-limit", "3", "--per-class", "1", "--quiet"])  # fmt: skip
     assert res["image_size"] == 16 and res["train_images"] == 21 and res["test_images"] == 3
