@@ -1,8 +1,17 @@
 """jepa_lite: a small, readable I-JEPA (Assran et al., CVPR 2023) with MAE and an invariant baseline.
 
-Modules, one concept each: masks (multi-block masking), models (ViT encoder, predictor), ema, methods
-(IJEPA, MAE, Invariant), schedules, data, train (the accelerate loop), evaluate (probes), viz, widgets,
-checkpoint, config.
+Modules, one concept each, in the order one training step reads them:
+
+- the I-JEPA path: registry (valid names), config, fashion_mnist / shapes / image_folders / data (datasets),
+  nuisance (label-free background detail), masks and mask_strategies (multi-block and the other maskings),
+  collate (the `Batch`), models (ViT encoder, predictor), ema, methods (IJEPA, MAE, Invariant), schedules,
+  build (config -> parts), flops, batches (the global-batch contract), steplog, train (the one loop),
+  features and evaluate (frozen features, probes);
+- the course's lab: experiments, grid, tables, gap (the experiment grid and why MAE leads), pretrained (the
+  course checkpoints), decoder and blue_box (what the predictor knows, drawn);
+- running on a cluster: checkpoint, preempt, runlock (resume, preemption, one run per folder), protocols,
+  feature_store, sgd_probe, protocol_eval (the paper's evaluation with every process of a job);
+- drawing and interop: viz/, widgets/, diagrams, interop/ (official and Hugging Face checkpoints).
 """
 
 from __future__ import annotations

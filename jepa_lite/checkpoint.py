@@ -79,8 +79,8 @@ def _ckpt_dirs(run_dir: Path) -> list[Path]:
 
 
 def _params_finite(accelerator) -> bool:
-    """True if every floating-point parameter and buffer of the prepared models is finite (on every
-    process)."""
+    """True if every floating-point parameter and buffer of the prepared models
+    is finite (on every process)."""
     checks = []
     for model in accelerator._models:
         for t in [*model.parameters(), *model.buffers()]:
@@ -374,8 +374,8 @@ def load_checkpoint(accelerator, ckpt_dir: str | Path) -> dict:
 
 
 def export_weights(module: nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
-    """Write a module's state dict as safetensors (contiguous CPU tensors), with string metadata,
-    atomically."""
+    """Write a module's state dict as safetensors (contiguous CPU tensors), with
+    string metadata, atomically."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}

@@ -1,5 +1,5 @@
-"""Collators: the DataLoader's `collate_fn`, which stacks a list of samples into a `Batch` and draws its
-masks.
+"""Collators: the DataLoader's `collate_fn`, which stacks a list of samples into
+a `Batch` and draws its masks.
 
 The masks of sample slot s of step t depend only on (seed, t, s), not on which process or worker builds the
 batch: the same config masks the same patches on 1 or 16 devices, and a resumed run redraws the masks it

@@ -192,8 +192,8 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 def _coerce(value: Any, hint: str, key: str) -> Any:
-    """Bring a YAML-parsed value to the field's declared type (hint is a string under postponed
-    annotations)."""
+    """Bring a YAML-parsed value to the field's declared type (hint is a string
+    under postponed annotations)."""
     if value is None:
         if "None" not in hint:
             raise ValueError(f"config key {key!r} cannot be null (type {hint})")
@@ -261,8 +261,8 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
 
 
 def _parse_yaml(text: str, where: str) -> Any:
-    """yaml.safe_load, with a malformed text reported as one ValueError naming `where`, the line and the
-    problem."""
+    """yaml.safe_load, with a malformed text reported as one ValueError naming
+    `where`, the line and the problem."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -62,8 +62,8 @@ def _torchvision_root(root: str | Path | None) -> Path:
 
 
 def _image_transform(train: bool, image_size: int, crop_scale, mean, std, native: int):
-    """Train: RandomResizedCrop(scale=crop_scale) (the paper's only augmentation); eval: resize + centre
-    crop."""
+    """Train: RandomResizedCrop(scale=crop_scale) (the paper's only augmentation);
+    eval: resize + centre crop."""
     if train and crop_scale is not None:
         resize = [T.RandomResizedCrop(image_size, scale=tuple(crop_scale))]
     elif native >= 224:  # ImageNet-style eval: resize the short side to S * 256 / 224, then centre crop S

@@ -90,8 +90,8 @@ class BlockDecoder(nn.Module):
         return mu, logvar.clamp(-8, 8)
 
     def forward(self, reps: Tensor, idx: Tensor, pixels: Tensor, beta: float = 1.0) -> tuple[Tensor, dict]:
-        """The negative ELBO per block: squared error summed over the block's pixels + beta * KL(q || N(0,
-        I))."""
+        """The negative ELBO per block: squared error summed over the block's
+        pixels + beta * KL(q || N(0, I))."""
         mu, logvar = self.posterior(reps, idx, pixels)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
         recon = (self.decode(reps, idx, z) - pixels).pow(2).sum(dim=(1, 2)).mean()
@@ -156,8 +156,8 @@ def fit_decoder(
 
 
 def unpatchify_block(images: Tensor, block_idx: Tensor, pixels: Tensor) -> Tensor:
-    """Write a block's patches `pixels` [B, K, p*p*C] at `block_idx` [B, K] into copies of `images` [B, C, H,
-    W]."""
+    """Write a block's patches `pixels` [B, K, p*p*C] at `block_idx` [B, K] into
+    copies of `images` [B, C, H, W]."""
     b, c, h, w = images.shape
     p = int(math.isqrt(pixels.shape[-1] // c))
     patches = patchify(images, p).clone()  # [B, N, p*p*C]

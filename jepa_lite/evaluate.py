@@ -67,10 +67,6 @@ def _check_probe_inputs(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y
 
 
 # ----------------------------------------------------------------------------------------------------------
-# feature extraction
-
-
-# ----------------------------------------------------------------------------------------------------------
 # linear probe
 
 
@@ -328,10 +324,6 @@ def low_shot_probe(
     _check_probe_inputs(train_x, train_y, test_x, test_y)
     idx = low_shot_indices(train_y, per_class, seed=seed).to(train_x.device)
     return linear_probe(train_x[idx], train_y[idx], test_x, test_y, **probe_kwargs)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# representation statistics
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The course's experiment grid: the paper's comparisons and ablations, each row one change to the default
-run.
+"""The course's experiment grid: the paper's comparisons and ablations, each row
+one change to the default run.
 
 Every row trains the grid's base config `fmnist_grid` (187 steps of batch 256, a 4-deep ViT: a few CPU
 minutes) with `jepa_lite.train` plus its dotted overrides, then probes the frozen, average-pooled encoder:

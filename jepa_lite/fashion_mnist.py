@@ -89,8 +89,8 @@ def _idx_file(folder: Path, name: str) -> Path | None:
 
 
 def _fmnist_bases(root: str | Path | None) -> list[tuple[Path | None, str]]:
-    """(base folder or None if unset, why it is looked at), in search order: root, $JEPA_DATA, Debian,
-    cache."""
+    """(base folder or None if unset, why it is looked at), in search order:
+    root, $JEPA_DATA, Debian, cache."""
     if root is not None:  # an explicit folder is used or rejected, never silently replaced by another copy
         return [(Path(root).expanduser(), "root argument")]
     env = os.environ.get(ENV_VAR)
@@ -232,8 +232,8 @@ class FashionMNIST(Dataset):
         return out, self._labels[i]
 
     def tensors(self) -> tuple[Tensor, Tensor]:
-        """Whole dataset at once, no transform: images float `[N, 1, S, S]` normalised and padded, labels
-        `[N]`."""
+        """Whole dataset at once, no transform: images float `[N, 1, S, S]`
+        normalised and padded, labels `[N]`."""
         n, s, lo = len(self), self.image_size, self._lo
         out = self._shift.expand(n, 1, s, s).clone()
         for start in range(0, n, 8192):  # chunks keep the temporary small

@@ -141,8 +141,8 @@ def rankme(feats: Tensor, eps: float = 1e-7) -> float:
 
 @torch.no_grad()
 def feature_std(feats: Tensor) -> float:
-    """Mean over dims of the per-dim std of L2-normalised features: ~0 when collapsed, ~1/sqrt(D) if
-    spread."""
+    """Mean over dims of the per-dim std of L2-normalised features: ~0 when
+    collapsed, ~1/sqrt(D) if spread."""
     if not isinstance(feats, Tensor) or feats.ndim != 2 or len(feats) < 2:
         raise ValueError(f"feats must be a 2-D tensor [N, D] with N >= 2, got {_describe(feats)}")
     return F.normalize(feats.float(), dim=1).std(dim=0).mean().item()

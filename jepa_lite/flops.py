@@ -104,8 +104,8 @@ def expected_tokens(cfg: Config, *, batch_size: int | None = None, draws: int = 
 
 @dataclass
 class StepFlops:
-    """FLOPs per image of one training step, by part (each already includes its backward where there is
-    one)."""
+    """FLOPs per image of one training step, by part (each already includes its
+    backward where there is one)."""
 
     context_encoder: float
     predictor: float
@@ -152,8 +152,8 @@ def plain_vit_step_flops(cfg: Config, *, classes: int = 0) -> float:
 
 
 def peak_flops(device_name: str | None) -> float | None:
-    """Peak dense bf16 FLOP/s of a GPU name (A100, H100 SXM/PCIe, H200); None for a CPU or an unknown
-    device."""
+    """Peak dense bf16 FLOP/s of a GPU name (A100, H100 SXM/PCIe, H200); None for
+    a CPU or an unknown device."""
     if not device_name or device_name.lower().startswith("cpu"):
         return None
     for key, peak in PEAK_BF16_FLOPS:
@@ -163,7 +163,7 @@ def peak_flops(device_name: str | None) -> float | None:
 
 
 def mfu(flops_per_s: float, device_name: str | None) -> float | None:
-    """Model FLOP utilisation in [0, 1]: achieved model FLOP/s over the device's peak bf16; None if
-    unknown."""
+    """Model FLOP utilisation in [0, 1]: achieved model FLOP/s over the device's
+    peak bf16; None if unknown."""
     peak = peak_flops(device_name)
     return None if peak is None else flops_per_s / peak

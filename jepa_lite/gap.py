@@ -61,8 +61,8 @@ def decompose(rows: dict[str, dict], metric: str) -> dict[str, float]:
 
 def verdict(rows: dict[str, dict], cause: Cause, metric: str) -> dict:
     """{cause, effect, noise, seeds, verdict}: 'supported' when the effect has the sign that supports the
-    cause and exceeds the noise band, 'rejected' when it has the other sign and exceeds it, else 'within
-    noise'."""
+    cause and exceeds the noise band, 'rejected' when it has the other sign and
+    exceeds it, else 'within noise'."""
     effect, noise = difference(rows, cause.row, cause.base, metric)
     if abs(effect) <= noise:
         word = "within noise"

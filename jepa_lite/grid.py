@@ -36,8 +36,8 @@ from .train import train
 
 
 class ProbeSets:
-    """The frozen-feature evaluation data of the grid, built once: Fashion-MNIST train/test and
-    ShapesWorld."""
+    """The frozen-feature evaluation data of the grid, built once: Fashion-MNIST
+    train/test and ShapesWorld."""
 
     def __init__(self, cfg: Config, *, quick: bool = False) -> None:
         self.train = build_split(cfg, train=True, limit=cfg.eval.train_limit)
@@ -91,8 +91,8 @@ class ProbeSets:
 
 
 def _to_grey(size: int) -> Callable[[Tensor], Tensor]:
-    """ShapesWorld colour image [3, 32, 32] -> one grey channel [1, size, size] (channel mean,
-    antialiased)."""
+    """ShapesWorld colour image [3, 32, 32] -> one grey channel [1, size, size]
+    (channel mean, antialiased)."""
 
     def grey(img: Tensor) -> Tensor:
         g = img.mean(dim=0, keepdim=True)

@@ -135,8 +135,8 @@ def _positions(n: int, ranges: Tensor, generator: torch.Generator | None) -> Ten
 
 
 def pad_sorted(mask: Tensor) -> Tensor:
-    """Every True position of each row of `mask` [B, N], sorted, padded with -1 to the longest row: [B,
-    Kmax]."""
+    """Every True position of each row of `mask` [B, N], sorted, padded with -1 to
+    the longest row: [B, Kmax]."""
     n = mask.shape[-1]
     position = torch.arange(n, device=mask.device).expand_as(mask)
     keys = torch.where(mask, position, position + n)  # True positions first, in order

@@ -37,8 +37,8 @@ TARGET_MODES = registry.TARGET_MODES
 
 
 def ijepa_loss(pred: Tensor, target: Tensor, kind: str = "smooth_l1", valid: Tensor | None = None) -> Tensor:
-    """Distance between predicted and target representations, averaged: smooth-L1 (official code) or L2
-    (paper).
+    """Distance between predicted and target representations, averaged: smooth-L1
+    (official code) or L2 (paper).
 
     pred, target [..., K, D]; `valid` [..., K] (bool) keeps padded targets out of the average."""
     losses = {"smooth_l1": F.smooth_l1_loss, "l2": F.mse_loss}  # the names of registry.LOSSES

@@ -237,8 +237,8 @@ class PixelDecoder(Predictor):
 
 
 class ProjectionHead(nn.Module):
-    """Two-layer MLP on pooled features, the projector of SimCLR-style invariant methods: [B, D] -> [B,
-    out]."""
+    """Two-layer MLP on pooled features, the projector of SimCLR-style invariant
+    methods: [B, D] -> [B, out]."""
 
     def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 128) -> None:
         super().__init__()

@@ -113,8 +113,8 @@ def _paths(name: str, root: str | Path | None) -> tuple[Path, Path]:
 
 
 def available(root: str | Path | None = None) -> list[str]:
-    """Names of the course checkpoints whose weights and card are present (in `root`, default the
-    package's)."""
+    """Names of the course checkpoints whose weights and card are present (in
+    `root`, default the package's)."""
     return [n for n in RECIPES if all(p.is_file() for p in _paths(n, root))]
 
 
@@ -336,8 +336,8 @@ def retrain(
 
 
 def _loss_curve(history: list[dict], points: int = 200) -> list[list[float]]:
-    """[[step, mean loss], ...] over at most `points` equal windows of the run (a small card, a smooth
-    curve)."""
+    """[[step, mean loss], ...] over at most `points` equal windows of the run (a
+    small card, a smooth curve)."""
     window = max(1, len(history) // points)
     return [
         [history[i]["step"], sum(r["loss"] for r in history[i : i + window]) / len(history[i : i + window])]

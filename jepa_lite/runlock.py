@@ -89,8 +89,8 @@ class RunLock:
         )
 
     def heartbeat(self) -> None:
-        """Refresh the lock's modification time (at most every HEARTBEAT_EVERY s), so other hosts see us
-        alive."""
+        """Refresh the lock's modification time (at most every HEARTBEAT_EVERY s),
+        so other hosts see us alive."""
         if self.held and time.monotonic() - self._beat > HEARTBEAT_EVERY:
             self._beat = time.monotonic()
             try:

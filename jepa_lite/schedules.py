@@ -17,8 +17,8 @@ __all__ = ["warmup_cosine", "cosine", "Schedules", "param_groups", "set_optimize
 
 
 def warmup_cosine(step: int, total: int, *, warmup: int, start: float, peak: float, final: float) -> float:
-    """Linear warm-up from `start` to `peak` over `warmup` steps, then cosine from `peak` to `final` at
-    `total`."""
+    """Linear warm-up from `start` to `peak` over `warmup` steps, then cosine from
+    `peak` to `final` at `total`."""
     if total <= 0 or warmup < 0:
         raise ValueError(f"need total > 0 and warmup >= 0, got total={total}, warmup={warmup}")
     if step < warmup:
@@ -28,8 +28,8 @@ def warmup_cosine(step: int, total: int, *, warmup: int, start: float, peak: flo
 
 
 def cosine(step: int, total: int, *, start: float, end: float) -> float:
-    """Cosine ramp from `start` (step 0) to `end` (step `total`); the paper's weight decay goes 0.04 ->
-    0.4."""
+    """Cosine ramp from `start` (step 0) to `end` (step `total`); the paper's
+    weight decay goes 0.04 -> 0.4."""
     if total <= 0:
         raise ValueError(f"total {total} must be positive")
     progress = min(max(step / total, 0.0), 1.0)

@@ -152,8 +152,8 @@ def _cell(coord: Tensor, size: int) -> Tensor:
 
 
 def _shape_mask(kind: int, r: Tensor, c: Tensor, pix: Tensor) -> Tensor:
-    """Pixel masks `[m, S, S]` of m shapes of one kind, inscribed in circles of radius r [m] at centres c [m,
-    2]."""
+    """Pixel masks `[m, S, S]` of m shapes of one kind, inscribed in circles of
+    radius r [m] at centres c [m, 2]."""
     dy = pix.view(1, -1, 1) - c[:, 0].view(-1, 1, 1)
     dx = pix.view(1, 1, -1) - c[:, 1].view(-1, 1, 1)
     r = r.view(-1, 1, 1)

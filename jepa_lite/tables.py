@@ -76,8 +76,8 @@ def grid_cost(runs: dict[str, dict], groups: Iterable[str] = GROUPS, *, seeds: i
 
 
 def cost_table(cost: dict) -> str:
-    """`grid_cost` as Markdown: runs done/planned, training and probe minutes per group, then the whole
-    grid."""
+    """`grid_cost` as Markdown: runs done/planned, training and probe minutes per
+    group, then the whole grid."""
     lines = ["### cost", "", "| group | runs | train min | probe min |", "|---|---|---|---|"]
     for g, c in cost.items():
         name = "all groups, each run once" if g == "all" else g

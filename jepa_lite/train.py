@@ -67,8 +67,8 @@ class _Run:
 
 
 def _setup(cfg: Config, dataset: Dataset | None, accelerator: Accelerator | None) -> _Run:
-    """Seed, then build the data, method, optimizer and schedules, in an order that fixes the initial
-    weights."""
+    """Seed, then build the data, method, optimizer and schedules, in an order
+    that fixes the initial weights."""
     acc = accelerator or make_accelerator(cfg)
     set_seed(cfg.seed)  # identical initial weights on every process
     if dataset is None:

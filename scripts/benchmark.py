@@ -280,8 +280,8 @@ def bench_reference(cfg, args: argparse.Namespace, device: torch.device, in_chan
 
 
 def profile_steps(one_step: Callable, next_batch: Callable, steps: int, cuda: bool, rows: int = 25) -> None:
-    """Run `steps` more steps under torch.profiler and print the ops that took the most device (or CPU)
-    time."""
+    """Run `steps` more steps under torch.profiler and print the ops that took
+    the most device (or CPU) time."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -297,8 +297,8 @@ def profile_steps(one_step: Callable, next_batch: Callable, steps: int, cuda: bo
 
 def bench_context(args: argparse.Namespace) -> list[dict]:
     """Notebook 02's measurement: one forward of a ViT-Small-width encoder (384 wide, 6 deep, 16x16 grid of
-    4-px patches, batch 16) on K of its 256 patch tokens, for K from an eighth to all; median ms over
-    `--repeats`."""
+    4-px patches, batch 16) on K of its 256 patch tokens, for K from an eighth to all;
+    median ms over `--repeats`."""
     from jepa_lite.models import ViTEncoder
 
     torch.manual_seed(0)

@@ -74,8 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check: a bad group, checkpoint name or count is one line and exit status 2, as argparse
-    does."""
+    """Parse and check: a bad group, checkpoint name or count is one line and exit
+    status 2, as argparse does."""
     parser = build_parser()
     args = parser.parse_args(argv)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Train the blue-box decoder on the shipped I-JEPA checkpoint, and measure what the predictor's sketches
-hold.
+"""Train the blue-box decoder on the shipped I-JEPA checkpoint, and measure what
+the predictor's sketches hold.
 
     python scripts/train_decoder.py            # ~20 CPU min: checkpoints/ijepa_decoder.*, results/blue_box.*
     python scripts/train_decoder.py --quick    # a few steps, into --out (checks the script)

@@ -2,6 +2,7 @@
 and one registry per kind of name that every implementation agrees with."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,71 @@ def test_each_registry_names_what_its_implementation_provides():
     assert tuple(collate.COLLATORS) == registry.MASK_STRATEGIES
     assert tuple(data._INFO) == registry.DATASETS == tuple(registry.TRAIN_SIZES)
     assert nuisance.KINDS == registry.NUISANCE_KINDS
+
+
+def orphaned_words(source: str) -> list[tuple[int, str]]:
+    """(line, word) of every docstring line that holds one word and ends a paragraph the line above left
+    open (no full stop or colon): the mark of a line-wrapping pass that pushed a last word onto its own line,
+    e.g. "[B, D] -> [B," followed by "out].". Lines inside indented blocks (examples, lists) are not text."""
+    tree, lines, found = ast.parse(source), source.splitlines(), []
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if not (isinstance(body, list) and body and isinstance(body[0], ast.Expr)):
+            continue
+        doc = body[0].value
+        if not (isinstance(doc, ast.Constant) and isinstance(doc.value, str)):
+            continue
+        first, last = doc.lineno - 1, doc.end_lineno - 1
+        for i in range(first + 1, last + 1):
+            word = lines[i].strip().removesuffix('"""')
+            ends_paragraph = i == last or not lines[i + 1].strip()
+            above = lines[i - 1].strip()
+            if (
+                word
+                and " " not in word
+                and ends_paragraph
+                and above
+                and not above.endswith((".", ":", '"""'))
+            ):
+                found.append((i + 1, word))
+    return found
+
+
+def test_no_docstring_ends_in_a_word_on_a_line_of_its_own():
+    scripts = sorted((PACKAGE.parent / "scripts").glob("*.py"))
+    found = {
+        f"{p.name}:{line}": w
+        for p in [*modules().values(), *scripts]
+        for line, w in orphaned_words(p.read_text())
+    }
+    assert found == {}
+
+
+def test_the_orphan_check_catches_the_damage_it_names():
+    damaged = 'def f():\n    """Project: [B, D] -> [B,\n    out]."""\n'
+    assert orphaned_words(damaged) == [(3, "out].")]
+    assert orphaned_words('def f():\n    """Project: [B, D] -> [B, out].\n\n    Shapes:\n    out."""\n') == []
+
+
+def test_every_section_header_has_code_under_it():
+    """A `# ----` banner and its title are followed by code before the next banner or the end of the file."""
+    empty = []
+    for name, path in modules().items():
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        banners = [i for i, line in enumerate(lines) if line.startswith("# ------")]
+        for i in banners:
+            if i + 2 >= len(lines) or lines[i + 2].startswith("# ------"):
+                empty.append(f"{name}: {lines[i + 1]}")
+    assert empty == []
+
+
+def test_the_package_docstring_and_the_readme_name_every_module():
+    import jepa_lite
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    top = sorted({n.split(".")[1] for n in modules() if n != "jepa_lite"})
+    subpackages = {n.split(".")[1] for n in modules() if n.count(".") == 2}
+    named = lambda m: f"{m}/" if m in subpackages else m  # noqa: E731
+    words = set(re.findall(r"[\w/]+", jepa_lite.__doc__))
+    assert [m for m in top if named(m) not in words] == []
+    assert [m for m in top if f"`{named(m)}" not in readme] == []

@@ -90,8 +90,8 @@ def _draw_masks(ax, image, context_idx, target_idx, grid, title=None) -> None:
 def plot_mask_overlay(
     image: Tensor | None, context_idx: Tensor, target_idx: Tensor, grid, *, title: str | None = None
 ) -> Figure:
-    """One image with its context (blue) and target blocks (one colour each): context_idx [Kc], target_idx [M,
-    Kt]."""
+    """One image with its context (blue) and target blocks (one colour each):
+    context_idx [Kc], target_idx [M, Kt]."""
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
     _draw_masks(axes[0], image, context_idx, target_idx, grid, title="context (blue) + targets")
     _draw_masks(axes[1], None, context_idx, target_idx, grid, title="on the patch grid")
@@ -112,8 +112,8 @@ def plot_mask_grid(
     titles: Sequence[str] | None = None,
     suptitle: str | None = None,
 ) -> Figure:
-    """The masks of the first n rows of a batch, context_idx [B, Kc], target_idx [B, M, Kt], optionally on
-    images."""
+    """The masks of the first n rows of a batch, context_idx [B, Kc], target_idx [B,
+    M, Kt], optionally on images."""
     n = min(n, context_idx.shape[0])
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
@@ -156,8 +156,8 @@ def plot_mask_panels(
     image: Tensor | None = None,
     suptitle: str | None = None,
 ) -> Figure:
-    """Several mask sets side by side, {name: (context_idx [Kc], target_idx [M, Kt])}, e.g. one per
-    strategy."""
+    """Several mask sets side by side, {name: (context_idx [Kc], target_idx [M,
+    Kt])}, e.g. one per strategy."""
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
     for ax, (name, (ctx, tgt)) in zip(axes[0], panels.items()):
         _draw_masks(ax, image, ctx, tgt, grid, title=name)
@@ -168,8 +168,8 @@ def plot_mask_panels(
 
 
 def plot_coverage(maps: Mapping[str, Tensor], *, title: str | None = None, cmap: str = "viridis") -> Figure:
-    """Heatmaps [H, W] side by side with one shared colour scale, e.g. how often each patch is in the
-    context."""
+    """Heatmaps [H, W] side by side with one shared colour scale, e.g. how often
+    each patch is in the context."""
     arrays = {k: torch.as_tensor(v).float().cpu().numpy() for k, v in maps.items()}
     vmin = min(float(a.min()) for a in arrays.values())
     vmax = max(float(a.max()) for a in arrays.values())
@@ -193,8 +193,8 @@ def plot_size_histograms(
     num_patches: int | None = None,
     title: str | None = None,
 ) -> Figure:
-    """Histograms of context sizes and target-block sizes (patches, or fractions of the grid if
-    num_patches)."""
+    """Histograms of context sizes and target-block sizes (patches, or fractions
+    of the grid if num_patches)."""
     c = np.asarray(torch.as_tensor(context_sizes).float().cpu())
     t = np.asarray(torch.as_tensor(target_sizes).float().cpu())
     unit = "patches"

@@ -26,8 +26,8 @@ def plot_curves(
     logy: Sequence[str] = ("loss",),
     title: str | None = None,
 ) -> Figure:
-    """Loss and schedule curves, one small panel per key; `history` is {key: values} or a list of row
-    dicts."""
+    """Loss and schedule curves, one small panel per key; `history` is {key:
+    values} or a list of row dicts."""
     if not isinstance(history, Mapping):
         rows = list(history)
         names = list(dict.fromkeys(k for row in rows for k in row))
@@ -245,8 +245,8 @@ def plot_training_curves(
     title: str | None = None,
 ) -> Figure:
     """Per-step curves of a run (`TrainResult.history`, a list of row dicts): the loss raw and EMA-smoothed on
-    a log scale, then the schedules. `smooth` is the smoothing momentum; None picks ~1/40 of the run as
-    window."""
+    a log scale, then the schedules. `smooth` is the smoothing momentum; None picks
+    ~1/40 of the run as window."""
     rows = list(history)
     if not rows:
         raise ValueError("history is empty; train for at least one step")
