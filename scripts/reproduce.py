@@ -28,11 +28,7 @@ import sys
 from pathlib import Path
 
 from jepa_lite import experiments as ex
-from jepa_lite import (
-    grid,
-    pretrained,
-    tables,
-)
+from jepa_lite import grid, pretrained, retrain, tables
 from jepa_lite.registry import METHOD_NAMES
 
 COURSE = "course_checkpoints"  # retrains the shipped checkpoints (jepa_lite.pretrained), not a grid table
@@ -125,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows = {row.name: (row.overrides, 0) for row in ex.GROUPS[g]}
             n = dict(steps=12, warmup=4) if args.quick else dict(steps=200, warmup=50)
             seconds = grid.step_seconds_of(rows, base=ex.GRID_BASE, quick=args.quick, **n)
-            device = pretrained.device_name()
+            device = retrain.device_name()
             out.mkdir(parents=True, exist_ok=True)
             grid.write_json(out / f"{g}_step_seconds.json", {"seconds_per_step": seconds, "device": device})
     # The files always cover every group, from all the runs on disk: running one group keeps the others' rows.
@@ -161,7 +157,7 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
     which = [n.strip() for n in args.checkpoints.split(",") if n.strip()] if args.checkpoints else None
     weights = out / "checkpoints" if args.quick else None
     if not args.summary_only:  # --summary-only: redraw the figure from the cards already written
-        pretrained.retrain(
+        retrain.retrain(
             which,
             out_dir=weights,
             work_dir=out / ".work" / "course_checkpoints",
@@ -172,13 +168,13 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     timing = (weights or pretrained.WEIGHTS_DIR) / pretrained.STEP_SECONDS
     # timed once per device: a retrain on another device (a GPU) re-times the recipes there
-    timed_here = timing.is_file() and json.loads(timing.read_text())["device"] == pretrained.device_name()
+    timed_here = timing.is_file() and json.loads(timing.read_text())["device"] == retrain.device_name()
     if args.time_steps or (not args.summary_only and not timed_here):
         print("timing the steps of each course recipe, one after another", flush=True)
-        seconds = pretrained.step_seconds(
+        seconds = retrain.step_seconds(
             steps=12 if args.quick else 400, warmup=4 if args.quick else 50, quick=args.quick
         )
-        grid.write_json(timing, {"seconds_per_step": seconds, "device": pretrained.device_name()})
+        grid.write_json(timing, {"seconds_per_step": seconds, "device": retrain.device_name()})
     curves, title = pretrained.compute_curves(weights)
     if not curves:
         print("no course checkpoint is present yet: nothing to draw", flush=True)

@@ -7,7 +7,7 @@ import pytest
 import reproduce
 import torch
 
-from jepa_lite import pretrained
+from jepa_lite import pretrained, retrain
 from jepa_lite.config import config_from_dict, load_config
 from jepa_lite.models import Predictor, ViTEncoder
 
@@ -45,14 +45,14 @@ def test_recipes_share_one_encoder_and_differ_in_objective():
 
 
 def test_snapshot_steps_are_the_budget_fractions():
-    assert pretrained._snapshot_steps(45_000) == [5625, 11250, 22500, 45000]
-    assert pretrained._snapshot_steps(3) == [1, 2, 3]  # tiny budgets: never step 0, no duplicates
+    assert retrain._snapshot_steps(45_000) == [5625, 11250, 22500, 45000]
+    assert retrain._snapshot_steps(3) == [1, 2, 3]  # tiny budgets: never step 0, no duplicates
 
 
 @needs_fmnist
 @pytest.mark.slow
 def test_quick_retrain_writes_a_card_and_weights_that_load_strictly(tmp_path):
-    cards = pretrained.retrain(
+    cards = retrain.retrain(
         ["ijepa"], out_dir=tmp_path, work_dir=tmp_path / "work", quick=True, progress=False
     )
     info = cards["ijepa"]
@@ -72,7 +72,7 @@ def test_quick_retrain_writes_a_card_and_weights_that_load_strictly(tmp_path):
     assert isinstance(enc, ViTEncoder) and isinstance(pred, Predictor) and not enc.training
     assert enc.pos_embed.dtype == torch.float32  # float16 files come back as float32 modules
     # the loaded encoder is the one whose k-NN check was recorded
-    knn = pretrained.knn_check(enc, config_from_dict(info["config"]), quick=True)
+    knn = retrain.knn_check(enc, config_from_dict(info["config"]), quick=True)
     assert knn == info["knn_check"]["knn"]
     # the file is the one it claims: a changed weight is a different encoder
     target = pretrained.load("ijepa", part="method", root=tmp_path).target_encoder
@@ -90,8 +90,8 @@ def test_shipped_checkpoint_reproduces_its_recorded_knn(name):
         )
     info = pretrained.card(name)
     enc = pretrained.load(name)
-    assert info["knn_check"]["test"] == pretrained.KNN_CHECK["test"]
-    knn = pretrained.knn_check(enc, config_from_dict(info["config"]))
+    assert info["knn_check"]["test"] == retrain.KNN_CHECK["test"]
+    knn = retrain.knn_check(enc, config_from_dict(info["config"]))
     assert abs(knn - info["knn_check"]["knn"]) <= 0.5, (name, knn, info["knn_check"])
 
 
@@ -121,14 +121,14 @@ def test_compute_curves_put_every_method_on_the_side_by_side_clock(tmp_path):
 
 def test_step_seconds_needs_timed_steps():
     with pytest.raises(ValueError, match="must exceed warmup"):
-        pretrained.step_seconds(["mae"], steps=10, warmup=10)
+        retrain.step_seconds(["mae"], steps=10, warmup=10)
     with pytest.raises(ValueError, match="unknown course checkpoint 'vit'"):
-        pretrained.step_seconds(["vit"], steps=3, warmup=1)
+        retrain.step_seconds(["vit"], steps=3, warmup=1)
 
 
 @needs_fmnist
 def test_step_seconds_times_each_recipe():
-    seconds = pretrained.step_seconds(["mae", "ijepa"], steps=6, warmup=2, quick=True)
+    seconds = retrain.step_seconds(["mae", "ijepa"], steps=6, warmup=2, quick=True)
     assert list(seconds) == ["mae", "ijepa"] and all(0 < s < 10 for s in seconds.values())
 
 
@@ -146,3 +146,18 @@ def test_reproduce_course_checkpoints_draws_every_method_on_one_clock(tmp_path):
     for name, label in (("ijepa", "I-JEPA"), ("mae", "MAE")):
         assert curves[label][-1]["train_minutes"] == pytest.approx(cards[name]["steps"] * timing[name] / 60)
     assert (tmp_path / "accuracy_vs_compute.png").stat().st_size > 10_000
+
+
+def test_loading_a_checkpoint_imports_no_training_code():
+    """`pretrained.load` is what every notebook calls: it builds the modules and reads the weights, and never
+    imports the training loop, the grid, the experiments or the retraining code."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from jepa_lite import pretrained; pretrained.load('ijepa', root=sys.argv[1]) "
+            "if pretrained.available(sys.argv[1]) else None; print(' '.join(sorted(sys.modules)))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(pretrained.WEIGHTS_DIR)], capture_output=True, text=True,
+                         check=True).stdout.split()  # fmt: skip
+    assert "jepa_lite.pretrained" in out and "jepa_lite.models" in out
+    training = {"jepa_lite.train", "jepa_lite.grid", "jepa_lite.experiments", "jepa_lite.retrain"}
+    assert training.isdisjoint(out)
