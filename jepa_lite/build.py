@@ -16,15 +16,24 @@ from torch.utils.data import Dataset
 
 from .collate import MaskCollator, make_collator
 from .config import Config
-from .data import build_dataset
+from .data import build_dataset, dataset_info
 from .methods import IJEPA, MAE, Invariant
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, official_init_
 from .nuisance import with_nuisance
 from .registry import PRECISIONS
 
+VIEW_CROP_SCALE = (0.3, 1.0)  # the invariant method's view crop when method.crop_scale is null
 
-def build_encoder(cfg: Config, in_chans: int) -> ViTEncoder:
-    """The ViT of the config: a timm name, or the explicit small size for 28/32-px images."""
+
+def in_chans_of(cfg: Config) -> int:
+    """Image channels of the config's dataset: the one source of this fact (`data.dataset_info`)."""
+    return dataset_info(cfg.data.name)["in_chans"]
+
+
+def build_encoder(cfg: Config, in_chans: int | None = None) -> ViTEncoder:
+    """The ViT of the config: a timm name, or the explicit small size for 28/32-px images. `in_chans`
+    defaults to the config's dataset's channels (give it for weights made for other images)."""
+    in_chans = in_chans_of(cfg) if in_chans is None else in_chans
     m = cfg.model
     if m.name:
         enc = ViTEncoder(m.name, img_size=cfg.data.image_size, in_chans=in_chans, drop_path_rate=m.drop_path)
@@ -72,15 +81,17 @@ def _build_mae(cfg: Config, enc: ViTEncoder, in_chans: int, narrow: dict) -> MAE
 
 def _build_invariant(cfg: Config, enc: ViTEncoder, in_chans: int, narrow: dict) -> Invariant:
     head = ProjectionHead(enc.embed_dim, hidden_dim=4 * enc.embed_dim, out_dim=128)
-    return Invariant(enc, head, temperature=cfg.method.temperature, crop_scale=cfg.data.crop_scale)
+    views = cfg.method.crop_scale or VIEW_CROP_SCALE
+    return Invariant(enc, head, temperature=cfg.method.temperature, crop_scale=views)
 
 
 # one builder per name of registry.METHODS: the method's own modules on top of the config's encoder
 METHOD_BUILDERS = {"ijepa": _build_ijepa, "mae": _build_mae, "invariant": _build_invariant}
 
 
-def build_method(cfg: Config, in_chans: int) -> nn.Module:
-    """IJEPA, MAE or Invariant on the config's encoder."""
+def build_method(cfg: Config, in_chans: int | None = None) -> nn.Module:
+    """IJEPA, MAE or Invariant on the config's encoder (channels: as `build_encoder`)."""
+    in_chans = in_chans_of(cfg) if in_chans is None else in_chans
     name = cfg.method.name
     if name not in METHOD_BUILDERS:
         raise ValueError(f"method {name!r} is not one of {', '.join(METHOD_BUILDERS)}")
@@ -89,10 +100,9 @@ def build_method(cfg: Config, in_chans: int) -> nn.Module:
     return METHOD_BUILDERS[name](cfg, build_encoder(cfg, in_chans), in_chans, narrow)
 
 
-def initial_encoder(cfg: Config, in_chans: int) -> ViTEncoder:
+def initial_encoder(cfg: Config, in_chans: int | None = None) -> ViTEncoder:
     """The encoder `train(cfg)` starts from (the same seed, the same draws): the random-init baseline of a
-    run.
-    Seeds the global RNG as `train` does, so call it before training, not between steps."""
+    run. Seeds the global RNG as `train` does, so call it before training, not between steps."""
     set_seed(cfg.seed)
     return build_method(cfg, in_chans).eval_encoder.eval()
 

@@ -137,7 +137,8 @@ class MethodConfig:
     # mae: joint (every target patch in one pass) | per_block (one pass per target block, as I-JEPA's
     # predictor: the pixel-target I-JEPA with multi-block masks)
     pixel_decode: str = one_of("joint", registry.PIXEL_DECODES)
-    # ijepa, mae: RandomResizedCrop in the step (fmnist, shapes)
+    # ijepa, mae: RandomResizedCrop in the step (fmnist, shapes); invariant: the crop of each of its two
+    # views (null: 0.3-1.0, the scale of I-JEPA's loader crop). data.crop_scale is the loader's crop only.
     crop_scale: tuple[float, float] | None = min_max(None)
     # ijepa: the loss only on target patches that hold part of the object (a patch of pure background, the
     # image's darkest value, is left out): an ablation of how much the plain background costs the objective
@@ -360,11 +361,7 @@ def check_config(cfg: Config) -> Config:
             )
         if d.name != "fmnist":
             raise ValueError(f"data.nuisance is drawn on Fashion-MNIST's black background, not on {d.name}")
-    if cfg.method.crop_scale is not None:
-        if cfg.method.name == "invariant":
-            raise ValueError(
-                "method.crop_scale is for ijepa and mae; the invariant method crops its two views itself"
-            )
+    if cfg.method.crop_scale is not None and cfg.method.name != "invariant":
         if cfg.data.name not in ("fmnist", "shapes"):
             raise ValueError(
                 f"method.crop_scale would crop {cfg.data.name} a second time: its loader already crops "

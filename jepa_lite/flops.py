@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .build import build_collator
+from .build import build_collator, in_chans_of
 from .config import Config
 
 __all__ = [
@@ -70,14 +70,13 @@ def encoder_dims(cfg: Config) -> dict:
         dim, depth, ratio, patch = m.embed_dim, m.depth, 4.0, m.patch_size
     if cfg.data.image_size % patch:
         raise ValueError(f"data.image_size {cfg.data.image_size} is not a multiple of the patch size {patch}")
-    in_chans = 1 if cfg.data.name == "fmnist" else 3
     grid = cfg.data.image_size // patch
     return dict(
         embed_dim=dim,
         depth=depth,
         mlp_ratio=ratio,
         patch_size=patch,
-        in_chans=in_chans,
+        in_chans=in_chans_of(cfg),
         tokens=grid * grid,
         grid=grid,
     )

@@ -139,7 +139,7 @@ def run_one(
     n_curve = min(CURVE_IMAGES["quick" if quick else "full"], len(probes.test))
     curve_images = torch.stack([probes.test[i][0] for i in range(n_curve)])  # RankMe curve
     t0 = time.perf_counter()
-    init = initial_encoder(cfg, probes.train[0][0].shape[0]) if not overrides else None  # before train: seeds
+    init = initial_encoder(cfg) if not overrides else None  # before train: seeds
     result = train(
         cfg,
         run_dir=Path(work_dir) / key,

@@ -123,7 +123,7 @@ def load(
     if part not in PARTS[name]:
         raise ValueError(f"part {part!r} of {name!r} must be one of: {', '.join(PARTS[name])}")
     info = card(name, root)
-    method = build_method(config_from_dict(info["config"]), in_chans=1)
+    method = build_method(config_from_dict(info["config"]))
     load_weights(method, _paths(name, root)[0], strict=True)
     method.eval().requires_grad_(False).to(device)
     if part == "method":

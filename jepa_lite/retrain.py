@@ -106,7 +106,7 @@ def _probe_snapshots(cfg: Config, work: Path, *, steps: list[int], total: int, s
     for s in steps:
         record = work / f"snap-{s:08d}.json"
         if not record.exists():
-            enc = load_weights(build_encoder(cfg, in_chans=1), work / f"snap-{s:08d}.safetensors")
+            enc = load_weights(build_encoder(cfg), work / f"snap-{s:08d}.safetensors")
             print(f"  probing the snapshot after step {s}", flush=True)
             minutes = dict(
                 train_minutes=round(s * median_step / 60, 2),
@@ -124,7 +124,7 @@ def _float16_if_harmless(cfg: Config, method: nn.Module, final: dict, probes, *,
     """(state to ship, probes of the shipped weights, whether float16): float16 where the probes of the
     rounded weights stay within HALF_TOLERANCE of float32's."""
     state = {k: v.detach().cpu().contiguous() for k, v in method.state_dict().items()}
-    half = build_method(cfg, in_chans=1)
+    half = build_method(cfg)
     half.load_state_dict({k: v.float() for k, v in _half(state).items()})
     print("  probing the float16-rounded weights", flush=True)
     half_probes = probes.evaluate(half.eval_encoder.eval(), progress=progress)
@@ -172,7 +172,7 @@ def _save(name: str, out: Path, state: dict, info: dict) -> Path:
 
 
 def _load_state(cfg: Config, weights: Path) -> nn.Module:
-    method = build_method(cfg, in_chans=1)
+    method = build_method(cfg)
     state = load_file(str(weights))
     method.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return method.eval_encoder.eval()

@@ -67,13 +67,15 @@ class _Run:
 
 
 def _setup(cfg: Config, dataset: Dataset | None, accelerator: Accelerator | None) -> _Run:
-    """Seed, then build the data, method, optimizer and schedules, in an order
-    that fixes the initial weights."""
+    """Seed, then build the data, method, optimizer and schedules: this order fixes the initial weights."""
     acc = accelerator or make_accelerator(cfg)
     set_seed(cfg.seed)  # identical initial weights on every process
     if dataset is None:
         dataset = build_train_set(cfg)
-    method = build_method(cfg, dataset[0][0].shape[0])
+    method = build_method(cfg)
+    if (channels := dataset[0][0].shape[0]) != method.eval_encoder.in_chans:
+        raise ValueError(f"the dataset's images have {channels} channels, data.name={cfg.data.name!r} has "
+                         f"{method.eval_encoder.in_chans}")  # fmt: skip
     collator = build_collator(cfg, method.eval_encoder.grid)
     micro, accum = split_global_batch(cfg.optim.global_batch, acc.num_processes, cfg.optim.max_device_batch)
     _, total, warmup = total_steps_of(cfg, len(dataset))

@@ -118,8 +118,8 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
     if args.precision == "bf16" and device.type == "cpu":
         print("note: bf16 autocast on CPU is slow and not what a GPU run measures", flush=True)
     torch.manual_seed(0)
-    in_chans = 1 if cfg.data.name == "fmnist" else 3
-    method = build_method(cfg, in_chans).to(device)
+    method = build_method(cfg).to(device)
+    in_chans = method.eval_encoder.in_chans
     grid = method.eval_encoder.grid
     collator = build_collator(cfg, grid)
     cuda = device.type == "cuda"

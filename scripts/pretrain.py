@@ -181,9 +181,9 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
     """Export the weights, probe the trained and the initial encoder, write and print results.json."""
-    from jepa_lite.build import build_split, initial_encoder
+    from jepa_lite.build import build_split
     from jepa_lite.checkpoint import export_weights
-    from jepa_lite.evaluate import PROBE_VERSION, evaluate_encoder, evaluate_features
+    from jepa_lite.evaluate import PROBE_VERSION, evaluate_features
     from jepa_lite.features import pixel_features
 
     meta = {"config": json.dumps(config_to_dict(cfg))}
@@ -214,10 +214,11 @@ def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
             f"1% low-shot and RankMe"
         )
         print(f"probing the trained target encoder ({what})", flush=True)
-        results.update(evaluate_encoder(result.method.eval_encoder, train_set, test_set, **probe))
         print("probing the same encoder at initialisation (the control: what training added)", flush=True)
-        init = initial_encoder(cfg, train_set[0][0].shape[0]).to(acc.device)
-        results["init"] = evaluate_encoder(init, train_set, test_set, **probe)
+        trained, results["init"] = _probe_trained_and_init(
+            cfg, result.method.eval_encoder, train_set, test_set, probe
+        )
+        results.update(trained)
         if args.pixels:
             results["pixels"] = evaluate_features(
                 *pixel_features(train_set), *pixel_features(test_set), per_class=ev.low_shot_per_class
@@ -234,6 +235,49 @@ def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
         f"({train_s / 60:.1f} min of training{probes})"
     )
     return results
+
+
+def _probe_init(cfg_dict: dict, probe: dict, threads: int) -> dict:
+    """Probes of the encoder at initialisation, in a process of its own (see `_probe_trained_and_init`)."""
+    import torch
+
+    from jepa_lite.build import build_split, initial_encoder
+    from jepa_lite.config import config_from_dict
+    from jepa_lite.evaluate import evaluate_encoder
+
+    torch.set_num_threads(threads)
+    cfg = config_from_dict(cfg_dict)
+    train_set = build_split(cfg, train=True, limit=cfg.eval.train_limit)
+    test_set = build_split(cfg, train=False, limit=cfg.eval.test_limit)
+    return evaluate_encoder(initial_encoder(cfg), train_set, test_set, **probe)
+
+
+def _probe_trained_and_init(cfg, encoder, train_set, test_set, probe: dict) -> tuple[dict, dict]:
+    """(probes of the trained encoder, probes of the same encoder at initialisation). On a CPU with two or
+    more cores the two run side by side, each process on half the cores: the long L-BFGS fits use a core
+    each instead of one after the other. Elsewhere (a GPU, one core) one after the other."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from jepa_lite.build import initial_encoder
+    from jepa_lite.evaluate import evaluate_encoder
+
+    threads = torch.get_num_threads()
+    if str(probe["device"]) != "cpu" or threads < 2:
+        trained = evaluate_encoder(encoder, train_set, test_set, **probe)
+        init = initial_encoder(cfg).to(probe["device"])
+        return trained, evaluate_encoder(init, train_set, test_set, **probe)
+    half, child = dict(probe, device="cpu", progress=False), threads // 2
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        init = pool.submit(_probe_init, config_to_dict(cfg), half, child)
+        torch.set_num_threads(threads - child)
+        try:
+            trained = evaluate_encoder(encoder, train_set, test_set, **probe)
+        finally:
+            torch.set_num_threads(threads)
+        return trained, init.result()
 
 
 def print_results(results: dict) -> None:

@@ -60,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_decoder(method) -> BlockDecoder:
     enc = method.target_encoder
-    return BlockDecoder(enc.grid, enc.embed_dim, enc.patch_size, in_chans=1)
+    return BlockDecoder(enc.grid, enc.embed_dim, enc.patch_size, in_chans=enc.in_chans)
 
 
 def scores_over_seeds(decoder, method, images, labels, classify, seeds: int, sources) -> dict:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = config_from_dict(card["config"])
     trained = pretrained.load("ijepa", part="method")
     torch.manual_seed(cfg.seed)  # the same network at initialisation, as train() builds it
-    init = build_method(cfg, in_chans=1).eval().requires_grad_(False)
+    init = build_method(cfg).eval().requires_grad_(False)
     train_set = build_dataset("fmnist", train=True, image_size=cfg.data.image_size)
     test_set = build_dataset("fmnist", train=False, image_size=cfg.data.image_size)
 

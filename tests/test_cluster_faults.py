@@ -19,8 +19,8 @@ import accelerate
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import Blobs, tiny_config
 
+from conftest import Blobs, tiny_config
 from jepa_lite.build import make_accelerator
 from jepa_lite.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, verify_checkpoint
 from jepa_lite.preempt import REQUEUE_STATUS, STOP_FILE, Preempted
@@ -171,7 +171,7 @@ def test_a_preempt_file_in_the_run_folder_stops_the_run_and_is_removed(tmp_path)
 
 def test_pretrain_exits_75_on_preemption_and_resumes_to_the_uninterrupted_weights(tmp_path):
     """A real signal to a real `scripts/pretrain.py` process, as a scheduler sends it."""
-    from test_pretrain import TINY
+    from conftest import PRETRAIN_TINY as TINY
 
     args = [sys.executable, str(ROOT / "scripts" / "pretrain.py"), "--quiet", "--no-eval", "--out", str(tmp_path),
             *TINY, "optim.max_steps=40", "data.limit=2048"]  # fmt: skip
@@ -277,11 +277,10 @@ def test_a_killed_dataloader_worker_stops_the_run_instead_of_hanging(tmp_path):
 
 
 def test_an_image_folder_that_loses_files_during_a_run_says_which(tmp_path):
-    from test_data import _png_folder
-
+    from conftest import png_folder
     from jepa_lite.data import build_dataset
 
-    root = _png_folder(tmp_path / "pets")
+    root = png_folder(tmp_path / "pets")
     ds = build_dataset("imagefolder", root=root, image_size=8, train=False)
     (root / "dog" / "1.png").unlink()  # a storage hiccup, or a cleanup job, between two epochs
     with pytest.warns(UserWarning, match=r"skipping unreadable image file .*dog/1\.png \(FileNotFoundError"):

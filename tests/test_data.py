@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from conftest import png_folder
 from jepa_lite import fashion_mnist, image_folders
 from jepa_lite.data import DATASETS, build_dataset, dataset_info
 from jepa_lite.fashion_mnist import FMNIST_MEAN, FMNIST_STD, FashionMNIST, find_fashion_mnist, read_idx
@@ -404,19 +405,10 @@ def test_shapes_max_objects_one_gives_single_objects():
 # build_dataset and dataset_info
 
 
-def _png_folder(folder: Path, classes=("cat", "dog"), per_class: int = 3) -> Path:
-    for c, name in enumerate(classes):
-        (folder / name).mkdir(parents=True)
-        for i in range(per_class):
-            colour = (40 * c + 10 * i, 100, 200)
-            Image.new("RGB", (40 + 5 * i, 30), colour).save(folder / name / f"{i}.png")
-    return folder
-
-
 def test_image_folder_loads_classes_and_transforms(tmp_path):
     from torchvision import transforms as T
 
-    root = _png_folder(tmp_path / "pets")
+    root = png_folder(tmp_path / "pets")
     train = build_dataset("imagefolder", root=root, image_size=16)
     assert len(train) == 6 and train.classes == ["cat", "dog"]
     x, y = train[4]
@@ -432,8 +424,8 @@ def test_image_folder_loads_classes_and_transforms(tmp_path):
 
 
 def test_image_folder_uses_train_and_val_subfolders(tmp_path):
-    _png_folder(tmp_path / "inet" / "train", classes=("a", "b", "c"))
-    _png_folder(tmp_path / "inet" / "val", classes=("a", "b", "c"), per_class=1)
+    png_folder(tmp_path / "inet" / "train", classes=("a", "b", "c"))
+    png_folder(tmp_path / "inet" / "val", classes=("a", "b", "c"), per_class=1)
     assert len(build_dataset("imagefolder", root=tmp_path / "inet", image_size=8)) == 9
     assert len(build_dataset("imagefolder", root=tmp_path / "inet", image_size=8, train=False)) == 3
 
@@ -520,7 +512,7 @@ def test_image_folder_converts_every_mode_to_rgb(tmp_path, recwarn):
 
 
 def test_corrupt_images_are_skipped_and_counted_with_a_warning(tmp_path):
-    root = _png_folder(tmp_path / "pets")
+    root = png_folder(tmp_path / "pets")
     (root / "cat" / "empty.png").write_bytes(b"")
     (root / "dog" / "page.jpg").write_bytes(b"<html>404 not found</html>")
     with pytest.warns(UserWarning, match=r"skipped 2 unreadable image file\(s\) of 8 .*first: .*empty\.png"):
@@ -529,7 +521,7 @@ def test_corrupt_images_are_skipped_and_counted_with_a_warning(tmp_path):
 
 
 def test_truncated_image_is_replaced_by_the_next_with_a_warning(tmp_path):
-    root = _png_folder(tmp_path / "pets")
+    root = png_folder(tmp_path / "pets")
     bad = root / "cat" / "0.png"
     big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     big.save(bad)

@@ -170,3 +170,14 @@ def test_the_package_docstring_and_the_readme_name_every_module():
     words = set(re.findall(r"[\w/]+", jepa_lite.__doc__))
     assert [m for m in top if named(m) not in words] == []
     assert [m for m in top if f"`{named(m)}" not in readme] == []
+
+
+def test_no_test_module_imports_another():
+    """Shared fixtures and helpers live in conftest.py, so each test file runs on its own."""
+    found = []
+    for path in sorted((PACKAGE.parent / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            found += [f"{path.name} imports {n}" for n in names if n.startswith("test_")]
+    assert found == []

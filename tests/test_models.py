@@ -76,10 +76,21 @@ def test_predictor_target_blocks_do_not_see_each_other():
     assert not torch.allclose(pred(ctx + 1, ctx_idx, t1), a)
 
 
-def test_pixel_decoder_outputs_patch_pixels_for_every_target():
-    dec = PixelDecoder((8, 8), 64, 4, 1, predictor_dim=32, depth=1, num_heads=4)
-    out = dec(torch.randn(2, 5, 64), torch.randint(0, 64, (2, 5)), torch.randint(0, 64, (2, 3, 4)))
+def test_pixel_decoder_decodes_all_targets_in_one_pass_with_positional_queries():
+    """MAE's decoder: every target patch of every block in one joint pass, [B, M*Kt, p*p*C]: the same as
+    one block holding all of them, and a query's output depends on its position."""
+    torch.manual_seed(0)
+    dec = PixelDecoder((8, 8), 64, 4, 1, predictor_dim=32, depth=1, num_heads=4).eval()
+    ctx, ctx_idx = torch.randn(2, 5, 64), torch.randint(0, 64, (2, 5))
+    tgt = torch.stack([torch.randperm(64)[:12] for _ in range(2)]).reshape(2, 3, 4)
+    with torch.no_grad():
+        out = dec(ctx, ctx_idx, tgt)
+        one_block = dec.forward_blocks(ctx, ctx_idx, tgt.reshape(2, 1, 12))[:, 0]
+        per_block = dec.forward_blocks(ctx, ctx_idx, tgt)  # [B, M, Kt, 16]: each block alone
     assert out.shape == (2, 12, 16)
+    assert torch.allclose(out, one_block, atol=1e-6)
+    assert not torch.allclose(out, per_block.reshape(2, 12, 16), atol=1e-4)  # joint attention differs
+    assert not torch.allclose(out[:, 0], out[:, 1], atol=1e-4)  # positional queries: different outputs
 
 
 def test_patchify_is_raster_order():

@@ -167,7 +167,6 @@ def test_random_resized_crop_zooms_into_each_image_and_only_while_training():
         (["mask.context_fill=pad", "mask.strategy=random"], "multiblock only"),
         (["mask.context_fill=all"], "mask.context_fill"),
         (["model.init=xavier"], "model.init"),
-        (["method.crop_scale=[0.3,1.0]", "method.name=invariant"], "crops its two views"),
         (["method.crop_scale=[0.3,1.0]", "data.name=cifar10", "data.image_size=32"], "second time"),
         (["method.crop_scale=[0.0,1.0]"], "method.crop_scale"),
     ],
@@ -175,3 +174,14 @@ def test_random_resized_crop_zooms_into_each_image_and_only_while_training():
 def test_bad_recipe_switches_raise_clear_errors(overrides, match):
     with pytest.raises(ValueError, match=match):
         check_config(load_config("fmnist_vit_tiny", overrides))
+
+
+def test_the_invariant_views_crop_by_method_crop_scale_not_by_the_loaders():
+    """data.crop_scale is the loader's crop; the invariant method's two views take method.crop_scale."""
+    base = ["method.name=invariant"]
+    assert build_method(load_config("fmnist_vit_tiny", base)).crop_scale == (0.3, 1.0)
+    views = load_config(
+        "fmnist_vit_tiny", [*base, "method.crop_scale=[0.5,0.9]", "data.crop_scale=[0.2,1.0]"]
+    )
+    check_config(views)
+    assert build_method(views).crop_scale == (0.5, 0.9)

@@ -5,17 +5,11 @@ import pretrain
 import pytest
 from safetensors.torch import load_file
 
+from conftest import PRETRAIN_TINY as TINY
 from jepa_lite.build import build_encoder
 from jepa_lite.checkpoint import load_weights
 from jepa_lite.config import load_config
 from jepa_lite.evaluate import PROBE_VERSION
-
-TINY = [
-    "model.patch_size=7", "model.embed_dim=32", "model.depth=2", "model.num_heads=2", "model.predictor_dim=16",
-    "model.predictor_depth=1", "model.predictor_heads=2", "optim.global_batch=32", "optim.max_steps=3",
-    "data.limit=256", "mask.min_context=1", "eval.train_limit=300", "eval.test_limit=200",
-    "eval.low_shot_per_class=5",
-]  # fmt: skip
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Fashion-MNIST")
@@ -50,3 +44,30 @@ def test_method_presets_and_names():
     assert cfg.name == "fmnist_vit_tiny-mae" and cfg.optim.lr == 5e-4
     cfg = pretrain.resolve_config(pretrain.parse_args(["--method", "mae", "mask.strategy=multiblock"]))
     assert cfg.mask.strategy == "multiblock"  # the user's override wins over the preset
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Fashion-MNIST")
+def test_probes_side_by_side_equal_the_probes_one_after_the_other():
+    """On 2+ CPU threads the init encoder is probed in a second process beside the trained one: the same
+    numbers as probing both in this process, one after the other."""
+    import torch
+
+    from jepa_lite.build import build_method, build_split
+
+    cfg = load_config("fmnist_vit_tiny", TINY)
+    torch.manual_seed(1)
+    trained = build_method(cfg).eval_encoder.eval()  # any encoder other than the init one
+    sets = [build_split(cfg, train=t, limit=n) for t, n in ((True, 300), (False, 200))]
+    probe = dict(per_class=5, batch_size=256, device="cpu", progress=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        side_by_side = pretrain._probe_trained_and_init(cfg, trained, *sets, probe)
+        torch.set_num_threads(1)
+        in_turn = pretrain._probe_trained_and_init(cfg, trained, *sets, probe)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(side_by_side, in_turn):
+        assert a == pytest.approx(b, abs=0.01)
+    assert side_by_side[0] != side_by_side[1]  # the trained and the init encoder were both probed

@@ -2,40 +2,11 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import Dataset
 
+from conftest import Blobs, tiny_config
 from jepa_lite.batches import GlobalBatchSampler, split_global_batch
 from jepa_lite.build import initial_encoder, total_steps_of
-from jepa_lite.config import Config, apply_overrides
 from jepa_lite.train import train
-
-
-class Blobs(Dataset):
-    """A tiny image set: 64 images of 16x16 with a class-dependent bright square."""
-
-    def __init__(self, n=64):
-        g = torch.Generator().manual_seed(0)
-        self.y = torch.arange(n) % 4
-        self.x = torch.randn(n, 1, 16, 16, generator=g) * 0.3
-        for i, c in enumerate(self.y.tolist()):
-            self.x[i, :, 4 * c : 4 * c + 4, 4:12] += 2.0
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return self.x[i], int(self.y[i])
-
-
-def tiny_config(*overrides):
-    cfg = Config()
-    apply_overrides(cfg, [
-        "data.image_size=16", "model.patch_size=4", "model.embed_dim=32", "model.depth=2", "model.num_heads=4",
-        "model.predictor_dim=16", "model.predictor_depth=1", "model.predictor_heads=2", "optim.global_batch=16",
-        "optim.epochs=2", "optim.warmup_epochs=0.5", "mask.target_scale=[0.1,0.2]", "mask.min_context=2",
-        *overrides,
-    ])  # fmt: skip
-    return cfg
 
 
 def test_split_global_batch_keeps_the_global_batch():
@@ -191,3 +162,21 @@ def test_initial_encoder_is_the_encoder_train_starts_from(method):
     assert all(torch.equal(start[k], untrained[k]) for k in start)
     other = initial_encoder(tiny_config(f"method.name={method}", "seed=1"), 1).state_dict()
     assert not torch.equal(start["blocks.0.attn.qkv.weight"], other["blocks.0.attn.qkv.weight"])
+
+
+@pytest.mark.parametrize("name", ["fmnist", "shapes", "cifar10"])
+def test_image_channels_have_one_source_the_datasets_entry(name):
+    from jepa_lite.build import build_method
+    from jepa_lite.data import dataset_info
+    from jepa_lite.flops import encoder_dims
+
+    cfg = tiny_config(f"data.name={name}")
+    channels = dataset_info(name)["in_chans"]
+    assert build_method(cfg).eval_encoder.in_chans == initial_encoder(cfg).in_chans == channels
+    assert encoder_dims(cfg)["in_chans"] == channels
+
+
+def test_train_refuses_images_whose_channels_differ_from_the_config():
+    rgb = torch.utils.data.TensorDataset(torch.zeros(32, 3, 16, 16), torch.zeros(32, dtype=torch.long))
+    with pytest.raises(ValueError, match="the dataset's images have 3 channels, data.name='fmnist' has 1"):
+        train(tiny_config(), dataset=rgb, progress=False)
