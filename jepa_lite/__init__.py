@@ -4,9 +4,9 @@ Modules, one concept each, in the order one training step reads them:
 
 - the I-JEPA path: registry (valid names), config, fashion_mnist / shapes / image_folders / data (datasets),
   nuisance (label-free background detail), masks and mask_strategies (multi-block and the other maskings),
-  collate (the `Batch`), models (ViT encoder, predictor), ema, methods (IJEPA, MAE, Invariant), schedules,
-  build (config -> parts), flops, batches (the global-batch contract), steplog, train (the one loop),
-  features and evaluate (frozen features, probes);
+  collate (the `Batch`), models (ViT encoder, predictor), ema, sigreg (LeJEPA's regulariser), methods
+  (IJEPA, MAE, Invariant, LeJEPA), schedules, build (config -> parts), flops, batches (the global-batch
+  contract), steplog, train (the one loop), features and evaluate (frozen features, probes);
 - the course's lab: experiments, grid, tables, gap (the experiment grid and why MAE leads), pretrained and
   retrain (the course checkpoints), decoder and blue_box (what the predictor knows, drawn);
 - running on a cluster: checkpoint, preempt, runlock (resume, preemption, one run per folder), protocols,

@@ -17,12 +17,13 @@ from torch.utils.data import Dataset
 from .collate import MaskCollator, make_collator
 from .config import Config
 from .data import build_dataset, dataset_info
-from .methods import IJEPA, MAE, Invariant
+from .methods import IJEPA, MAE, Invariant, LeJEPA
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, official_init_
 from .nuisance import with_nuisance
 from .registry import PRECISIONS
 
 VIEW_CROP_SCALE = (0.3, 1.0)  # the invariant method's view crop when method.crop_scale is null
+LEJEPA_GLOBAL_SCALE = (0.4, 1.0)  # LeJEPA's global views' crop when method.crop_scale is null
 
 
 def in_chans_of(cfg: Config) -> int:
@@ -85,8 +86,31 @@ def _build_invariant(cfg: Config, enc: ViTEncoder, in_chans: int, narrow: dict) 
     return Invariant(enc, head, temperature=cfg.method.temperature, crop_scale=views)
 
 
+def _build_ijepa_sigreg(cfg: Config, enc: ViTEncoder, in_chans: int, narrow: dict) -> IJEPA:
+    """I-JEPA's masks and predictor, targets from the context encoder with gradients, SIGReg for the EMA."""
+    method = _build_ijepa(cfg, enc, in_chans, narrow)
+    method.target_mode = "online"
+    method.sigreg_weight, method.sigreg_slices = cfg.method.sigreg_weight, cfg.method.sigreg_slices
+    return method
+
+
+def _build_lejepa(cfg: Config, enc: ViTEncoder, in_chans: int, narrow: dict) -> LeJEPA:
+    me = cfg.method
+    projector = ProjectionHead(enc.embed_dim, hidden_dim=4 * enc.embed_dim, out_dim=64)
+    kw = dict(global_scale=me.crop_scale or LEJEPA_GLOBAL_SCALE, local_scale=me.local_scale)
+    return LeJEPA(
+        enc, projector, views=me.views, sigreg_weight=me.sigreg_weight, sigreg_slices=me.sigreg_slices, **kw
+    )
+
+
 # one builder per name of registry.METHODS: the method's own modules on top of the config's encoder
-METHOD_BUILDERS = {"ijepa": _build_ijepa, "mae": _build_mae, "invariant": _build_invariant}
+METHOD_BUILDERS = {
+    "ijepa": _build_ijepa,
+    "mae": _build_mae,
+    "invariant": _build_invariant,
+    "lejepa": _build_lejepa,
+    "ijepa_sigreg": _build_ijepa_sigreg,
+}
 
 
 def build_method(cfg: Config, in_chans: int | None = None) -> nn.Module:

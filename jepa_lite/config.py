@@ -143,6 +143,13 @@ class MethodConfig:
     # ijepa: the loss only on target patches that hold part of the object (a patch of pure background, the
     # image's darkest value, is left out): an ablation of how much the plain background costs the objective
     foreground_targets: bool = False
+    # lejepa, ijepa_sigreg: SIGReg's weight lambda (loss = (1 - lambda) * prediction + lambda * SIGReg) and
+    # its number of random 1-D projections; lejepa: global and local views per image, the local views' crop
+    # (the global views crop by crop_scale, null: 0.4-1.0)
+    sigreg_weight: float = at_least(0.05, 0)
+    sigreg_slices: int = at_least(256, 1)
+    views: tuple[int, int] = (2, 2)
+    local_scale: tuple[float, float] = min_max((0.1, 0.4))
 
 
 @dataclass
@@ -361,7 +368,7 @@ def check_config(cfg: Config) -> Config:
             )
         if d.name != "fmnist":
             raise ValueError(f"data.nuisance is drawn on Fashion-MNIST's black background, not on {d.name}")
-    if cfg.method.crop_scale is not None and cfg.method.name != "invariant":
+    if cfg.method.crop_scale is not None and cfg.method.name not in ("invariant", "lejepa"):
         if cfg.data.name not in ("fmnist", "shapes"):
             raise ValueError(
                 f"method.crop_scale would crop {cfg.data.name} a second time: its loader already crops "

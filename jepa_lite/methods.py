@@ -1,8 +1,11 @@
-"""The three families of self-supervised learning on one ViT encoder and one batch contract.
+"""The three families of self-supervised learning on one ViT encoder and one batch contract, and LeJEPA.
 
-- `IJEPA` (joint-embedding predictive): predict the target encoder's representations of target blocks.
+- `IJEPA` (joint-embedding predictive): predict the target encoder's representations of target blocks;
+  with `sigreg_weight` and target_mode 'online', SIGReg instead of the EMA teacher keeps it from collapse.
 - `MAE` (generative): reconstruct the normalised pixels of masked patches.
 - `Invariant` (joint-embedding, SimCLR-like): two augmented views, InfoNCE between their embeddings.
+- `LeJEPA` (Balestriero and LeCun 2025): every view's embedding predicts the mean of the global views',
+  with SIGReg (sigreg.py) and no EMA, stop-gradient or schedule of a teacher.
 
 Each is an nn.Module whose `forward(batch) -> (loss, logs)`; `eval_encoder` is the encoder to probe.
 """
@@ -19,11 +22,13 @@ from . import registry
 from .collate import Batch
 from .ema import ema_update
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, gather_tokens, patchify
+from .sigreg import sigreg
 
 __all__ = [
     "IJEPA",
     "MAE",
     "Invariant",
+    "LeJEPA",
     "ijepa_loss",
     "masked_mean",
     "foreground_patches",
@@ -37,8 +42,8 @@ TARGET_MODES = registry.TARGET_MODES
 
 
 def ijepa_loss(pred: Tensor, target: Tensor, kind: str = "smooth_l1", valid: Tensor | None = None) -> Tensor:
-    """Distance between predicted and target representations, averaged: smooth-L1
-    (official code) or L2 (paper).
+    """Distance between predicted and target representations, averaged: smooth-L1 (official code) or L2
+    (the paper's equation, section 3).
 
     pred, target [..., K, D]; `valid` [..., K] (bool) keeps padded targets out of the average."""
     losses = {"smooth_l1": F.smooth_l1_loss, "l2": F.mse_loss}  # the names of registry.LOSSES
@@ -78,6 +83,9 @@ class IJEPA(nn.Module):
     itself under stop-gradient, i.e. momentum 0), 'online' (no stop-gradient: gradients flow into the target).
     `crop_scale` (lo, hi): each training image is first randomly cropped and resized, as in the official
     recipe. `foreground_targets`: the loss skips target patches of pure background (an ablation).
+    `sigreg_weight` lambda > 0 (with target_mode 'online': targets from the same encoder, with gradients):
+    loss = (1 - lambda) * prediction + lambda * SIGReg of the full image's patch embeddings [B*N, D], the
+    regulariser of LeJEPA in place of the EMA teacher.
     """
 
     def __init__(
@@ -89,8 +97,12 @@ class IJEPA(nn.Module):
         target_mode: str = "ema",
         crop_scale: tuple[float, float] | None = None,
         foreground_targets: bool = False,
+        sigreg_weight: float = 0.0,
+        sigreg_slices: int = 256,
     ) -> None:
         super().__init__()
+        if not 0 <= sigreg_weight < 1:
+            raise ValueError(f"sigreg_weight {sigreg_weight} must lie in [0, 1)")
         if target_mode not in TARGET_MODES:
             raise ValueError(f"target_mode {target_mode!r} is not one of {TARGET_MODES}")
         ijepa_loss(torch.zeros(1), torch.zeros(1), loss)  # validates the loss name early
@@ -101,6 +113,7 @@ class IJEPA(nn.Module):
         self.target_mode = target_mode
         self.crop_scale = crop_scale
         self.foreground_targets = foreground_targets
+        self.sigreg_weight, self.sigreg_slices = sigreg_weight, sigreg_slices
 
     @property
     def eval_encoder(self) -> ViTEncoder:
@@ -109,6 +122,10 @@ class IJEPA(nn.Module):
 
     def targets(self, images: Tensor, target_idx: Tensor) -> Tensor:
         """Layer-normed (no affine) features of the full image, gathered per target block: [B, M, Kt, D]."""
+        return self._targets_and_embeddings(images, target_idx)[0]
+
+    def _targets_and_embeddings(self, images: Tensor, target_idx: Tensor) -> tuple[Tensor, Tensor]:
+        """(targets [B, M, Kt, D], the full image's patch embeddings before the layer norm [B, N, D])."""
         b, m, kt = target_idx.shape
         if self.target_mode == "ema":
             with torch.no_grad():
@@ -118,12 +135,12 @@ class IJEPA(nn.Module):
                 h = self.context_encoder(images)
         else:
             h = self.context_encoder(images)
-        h = F.layer_norm(h, h.shape[-1:])
-        return gather_tokens(h, target_idx.reshape(b, m * kt)).reshape(b, m, kt, -1)
+        normed = F.layer_norm(h, h.shape[-1:])
+        return gather_tokens(normed, target_idx.reshape(b, m * kt)).reshape(b, m, kt, -1), h
 
     def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         images = _maybe_crop(batch.images, self.crop_scale, self.training)
-        target = self.targets(images, batch.target_idx)
+        target, embeddings = self._targets_and_embeddings(images, batch.target_idx)
         context = self.context_encoder(images, batch.context_idx, batch.context_valid)  # [B, Kc, D]
         pred = self.predictor(
             context, batch.context_idx, batch.target_idx, batch.context_valid, batch.target_valid
@@ -135,7 +152,11 @@ class IJEPA(nn.Module):
             fg = torch.gather(fg, 1, batch.target_idx.reshape(b, m * kt)).reshape(b, m, kt)
             valid = fg if valid is None else valid & fg
         loss = ijepa_loss(pred, target, self.loss_kind, valid)
-        return loss, {"loss": loss.detach()}
+        if not self.sigreg_weight:
+            return loss, {"loss": loss.detach()}
+        reg = sigreg(embeddings.reshape(-1, embeddings.shape[-1]).float(), slices=self.sigreg_slices)
+        total = (1 - self.sigreg_weight) * loss + self.sigreg_weight * reg
+        return total, {"loss": total.detach(), "prediction": loss.detach(), "sigreg": reg.detach()}
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
@@ -150,8 +171,7 @@ class MAE(nn.Module):
 
     `per_block`: decode each target block in its own pass, as I-JEPA's predictor does (with multi-block masks
     this is I-JEPA with pixel targets). Otherwise every target patch is decoded in one joint pass, as MAE
-    does;
-    with overlapping target blocks a patch then appears once per block that covers it."""
+    does; with overlapping target blocks a patch then appears once per block that covers it."""
 
     def __init__(
         self,
@@ -290,4 +310,52 @@ class Invariant(nn.Module):
         """No target network: both views go through the same encoder."""
 
 
-METHODS = {"ijepa": IJEPA, "mae": MAE, "invariant": Invariant}
+class LeJEPA(nn.Module):
+    """LeJEPA (arXiv 2511.08544, Algorithm 2): `global_views` crops of `global_scale` and `local_views` of
+    `local_scale` of each image (all resized to the encoder's size, flipped and jittered), one encoder and a
+    projector; every view's embedding [B, K] predicts the mean of the global views' embeddings, and SIGReg
+    keeps each view's embeddings an isotropic Gaussian (sigreg_weight 0: nothing does, and it collapses):
+
+        loss = (1 - lambda) * mean_v ||mean_g z_g - z_v||^2 + lambda * mean_v SIGReg(z_v)
+
+    No target network, no stop-gradient, no momentum schedule; the masks of the batch are unused."""
+
+    def __init__(
+        self,
+        encoder: ViTEncoder,
+        projector: ProjectionHead,
+        *,
+        views: tuple[int, int] = (2, 2),
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_scale: tuple[float, float] = (0.1, 0.4),
+        sigreg_weight: float = 0.05,
+        sigreg_slices: int = 256,
+    ) -> None:
+        super().__init__()
+        if any(v != int(v) for v in views) or views[0] < 1 or views[1] < 0 or not 0 <= sigreg_weight < 1:
+            raise ValueError(f"views {views} need >= 1 global view; sigreg_weight {sigreg_weight} in [0, 1)")
+        self.encoder, self.projector = encoder, projector
+        self.views = tuple(int(v) for v in views)  # [global, local]
+        self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)
+        self.sigreg_weight, self.sigreg_slices = sigreg_weight, sigreg_slices
+
+    @property
+    def eval_encoder(self) -> ViTEncoder:
+        return self.encoder
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        n_global, n_local = self.views
+        images = batch.images
+        crops = [self.global_scale] * n_global + [self.local_scale] * n_local
+        views = torch.cat([augment_views(images, crop_scale=scale) for scale in crops])  # [V*B, C, H, W]
+        z = self.projector(self.encoder(views).mean(dim=1)).reshape(len(crops), len(images), -1)  # [V, B, K]
+        prediction = (z[:n_global].mean(0) - z).square().mean()
+        reg = torch.stack([sigreg(zv.float(), slices=self.sigreg_slices) for zv in z]).mean()
+        loss = (1 - self.sigreg_weight) * prediction + self.sigreg_weight * reg
+        return loss, {"loss": loss.detach(), "prediction": prediction.detach(), "sigreg": reg.detach()}
+
+    def update_target(self, momentum: float) -> None:
+        """No target network: SIGReg, not a teacher, prevents collapse."""
+
+
+METHODS = {"ijepa": IJEPA, "mae": MAE, "invariant": Invariant, "lejepa": LeJEPA, "ijepa_sigreg": IJEPA}

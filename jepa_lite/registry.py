@@ -17,14 +17,23 @@ TRAIN_SIZES = {
 DATASETS = tuple(TRAIN_SIZES)
 
 # pretraining methods (jepa_lite.methods.METHODS) and what each needs of the batch unless the user says
-# otherwise: MAE masks 75% of the patches at random, as in the MAE paper
-METHODS = ("ijepa", "mae", "invariant")
+# otherwise: MAE masks 75% of the patches at random, as in the MAE paper; I-JEPA with SIGReg takes its
+# targets from the context encoder itself, with gradients (no EMA teacher)
+METHODS = ("ijepa", "mae", "invariant", "lejepa", "ijepa_sigreg")
 METHOD_NAMES = {
     "ijepa": "I-JEPA",
     "mae": "MAE",
     "invariant": "Invariant (InfoNCE)",
+    "lejepa": "LeJEPA (SIGReg)",
+    "ijepa_sigreg": "I-JEPA + SIGReg, no EMA",
 }  # as tables and figures say
-METHOD_PRESETS = {"ijepa": (), "mae": ("mask.strategy=random", "mask.target_ratio=0.75"), "invariant": ()}
+METHOD_PRESETS = {
+    "ijepa": (),
+    "mae": ("mask.strategy=random", "mask.target_ratio=0.75"),
+    "invariant": (),
+    "lejepa": (),
+    "ijepa_sigreg": ("method.target_mode=online",),
+}
 
 # mask strategies (jepa_lite.collate.COLLATORS) and how contexts of different sizes share a batch
 MASK_STRATEGIES = ("multiblock", "random", "block", "rasterized")
