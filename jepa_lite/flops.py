@@ -82,13 +82,16 @@ def encoder_dims(cfg: Config) -> dict:
     )
 
 
-def expected_tokens(cfg: Config, *, batch_size: int | None = None, draws: int = 4, seed: int = 0):
+def expected_tokens(
+    cfg: Config, *, collator=None, batch_size: int | None = None, draws: int = 4, seed: int = 0
+) -> tuple[float, float, int]:
     """Mean (Kc, Kt, M) of the config's mask collator over `draws` batches of `batch_size` rows (default: the
     global batch, since Kc is the minimum over the rows drawn together). Real tokens only: padding
-    (`mask.context_fill=pad|fixed`) is not model work, like activation-checkpointing recompute."""
-
-    grid = encoder_dims(cfg)["grid"]
-    collator = build_collator(cfg, (grid, grid))
+    (`mask.context_fill=pad|fixed`) is not model work, like activation-checkpointing recompute. `collator`:
+    the run's own (default: the config's, built here)."""
+    if collator is None:
+        grid = encoder_dims(cfg)["grid"]
+        collator = build_collator(cfg, (grid, grid))
     b = batch_size or cfg.optim.global_batch
     gen = torch.Generator().manual_seed(seed)
     kc = kt = 0.0
@@ -119,12 +122,17 @@ class StepFlops:
 
 
 def ijepa_step_flops(
-    cfg: Config, *, kc: float | None = None, kt: float | None = None, n_targets: int | None = None
+    cfg: Config,
+    *,
+    collator=None,
+    kc: float | None = None,
+    kt: float | None = None,
+    n_targets: int | None = None,
 ) -> StepFlops:
     """Analytic FLOPs per image of one I-JEPA optimizer step of `cfg`; Kc, Kt, M default to the collator's
-    expectation (`expected_tokens`)."""
+    expectation (`expected_tokens`, of `collator` if given)."""
     if kc is None or kt is None or n_targets is None:
-        ekc, ekt, em = expected_tokens(cfg)
+        ekc, ekt, em = expected_tokens(cfg, collator=collator)
         kc, kt, n_targets = kc or ekc, kt or ekt, n_targets or em
     e = encoder_dims(cfg)
     d, depth, r, n = e["embed_dim"], e["depth"], e["mlp_ratio"], e["tokens"]

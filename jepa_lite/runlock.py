@@ -40,12 +40,12 @@ def _alive(holder: dict, age: float) -> bool:
 
 
 class RunLock:
-    """`with RunLock(run_dir):` holds run_dir for this process (re-entrant within one process)."""
+    """`with RunLock(run_dir):` holds run_dir for this process; a second holder, even in the same process,
+    is refused."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_FILE
         self.owned = False  # this object took the lock and releases it
-        self.held = False  # this process holds the lock (through this object or an outer one)
         self._beat = 0.0
 
     def acquire(self) -> RunLock:
@@ -61,9 +61,6 @@ class RunLock:
                 except (OSError, ValueError):
                     time.sleep(0.1)
                     continue
-                if (holder.get("host"), holder.get("pid")) == (me["host"], me["pid"]):
-                    self.held = True  # this process holds it already (pretrain.py, then train)
-                    return self
                 if _alive(holder, age):
                     raise RunFolderInUse(
                         f"run folder {self.path.parent} is in use by process {holder.get('pid')} on "
@@ -81,7 +78,7 @@ class RunLock:
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
-            self.owned = self.held = True
+            self.owned = True
             self._beat = time.monotonic()
             return self
         raise RunFolderInUse(
@@ -89,9 +86,8 @@ class RunLock:
         )
 
     def heartbeat(self) -> None:
-        """Refresh the lock's modification time (at most every HEARTBEAT_EVERY s),
-        so other hosts see us alive."""
-        if self.held and time.monotonic() - self._beat > HEARTBEAT_EVERY:
+        """Refresh the lock's modification time (at most every HEARTBEAT_EVERY s): others see us alive."""
+        if self.owned and time.monotonic() - self._beat > HEARTBEAT_EVERY:
             self._beat = time.monotonic()
             try:
                 os.utime(self.path)
@@ -101,7 +97,7 @@ class RunLock:
     def release(self) -> None:
         if self.owned:
             self.path.unlink(missing_ok=True)
-        self.owned = self.held = False
+        self.owned = False
 
     def __enter__(self) -> RunLock:
         return self.acquire()

@@ -12,15 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config
-from .flops import ijepa_step_flops, mfu
-
-
-def _step_flops_per_image(cfg: Config) -> float:
-    """Analytic model FLOPs per image of one I-JEPA step at the collator's mean token counts (nan for MAE and
-    Invariant, which flops.py does not model)."""
-    if cfg.method.name != "ijepa":
-        return math.nan
-    return ijepa_step_flops(cfg).total
+from .flops import mfu
 
 
 def _throughput(img_per_s_device: float, flops_per_image: float, device_name: str) -> dict[str, float]:
@@ -85,7 +77,8 @@ class StepLogger:
     """Everything a step reports, in one place: the history rows `train` returns (every process), the
     metrics CSV and the progress bar (main process; the bar's figures refresh every `log_every` steps).
 
-    Iterate it for the steps `start .. end-1`; `log(step, loss, values, seconds)` after each."""
+    Iterate it for the steps `start .. end-1`; `log(step, loss, values, seconds)` after each.
+    `flops_per_image`: the step's model FLOPs per image, computed where the run's collator is built."""
 
     def __init__(
         self,
@@ -99,6 +92,7 @@ class StepLogger:
         progress: bool,
         device: torch.device,
         num_processes: int,
+        flops_per_image: float = math.nan,
     ) -> None:
         self.history = _read_history(run_dir, start) if run_dir is not None and start > 0 else []
         self.bar = tqdm(
@@ -114,7 +108,7 @@ class StepLogger:
         )
         self.main, self.every, self.batch = main, cfg.log_every, cfg.optim.global_batch
         self.per_device = cfg.optim.global_batch / num_processes
-        self.flops_per_image = _step_flops_per_image(cfg)
+        self.flops_per_image = flops_per_image  # of one step, analytic (nan where unknown): MFU
         self.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
     def __iter__(self):

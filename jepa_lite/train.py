@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
@@ -29,6 +30,7 @@ from .batches import GlobalBatchSampler, KeyedDataset, split_global_batch
 from .build import build_collator, build_method, build_train_set, make_accelerator, total_steps_of
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, check_config, config_to_dict
+from .flops import ijepa_step_flops
 from .models import attention_kernels
 from .preempt import Preempted, StopRequests
 from .runlock import RunLock
@@ -64,6 +66,7 @@ class _Run:
     micro: int
     accum: int
     total: int
+    flops_per_image: float  # analytic model FLOPs of one step per image (nan for methods flops.py lacks)
 
 
 def _setup(cfg: Config, dataset: Dataset | None, accelerator: Accelerator | None) -> _Run:
@@ -77,12 +80,15 @@ def _setup(cfg: Config, dataset: Dataset | None, accelerator: Accelerator | None
         raise ValueError(f"the dataset's images have {channels} channels, data.name={cfg.data.name!r} has "
                          f"{method.eval_encoder.in_chans}")  # fmt: skip
     collator = build_collator(cfg, method.eval_encoder.grid)
+    flops = ijepa_step_flops(cfg, collator=collator).total if cfg.method.name == "ijepa" else math.nan
     micro, accum = split_global_batch(cfg.optim.global_batch, acc.num_processes, cfg.optim.max_device_batch)
     _, total, warmup = total_steps_of(cfg, len(dataset))
     o = cfg.optim
     sched = Schedules(
-        total, warmup, o.lr, o.start_lr, o.final_lr, o.weight_decay, o.final_weight_decay, *o.ema
-    )
+        total_steps=total, warmup_steps=warmup, lr=o.lr, start_lr=o.start_lr, final_lr=o.final_lr,
+        weight_decay=o.weight_decay, final_weight_decay=o.final_weight_decay, ema_start=o.ema[0],
+        ema_end=o.ema[1],
+    )  # fmt: skip
     optimizer = torch.optim.AdamW(
         param_groups(method), lr=o.lr, betas=o.betas, fused=acc.device.type == "cuda"
     )
@@ -91,8 +97,9 @@ def _setup(cfg: Config, dataset: Dataset | None, accelerator: Accelerator | None
         method.compile(dynamic=cfg.mask.context_fill != "fixed")
     method, optimizer = acc.prepare(method, optimizer)
     return _Run(
-        cfg, acc, dataset, method, acc.unwrap_model(method), optimizer, sched, collator, micro, accum, total
-    )
+        cfg=cfg, acc=acc, dataset=dataset, method=method, core=acc.unwrap_model(method), optimizer=optimizer,
+        sched=sched, collator=collator, micro=micro, accum=accum, total=total, flops_per_image=flops,
+    )  # fmt: skip
 
 
 def _batches(run: _Run, start: int):
@@ -180,79 +187,82 @@ def train(
     acc, main = run.acc, run.acc.is_main_process
     run_dir = Path(run_dir) if run_dir is not None else None
     meta = {"config": config_to_dict(cfg)}
-
-    def checkpoint(done: int) -> Path | None:
-        return save_checkpoint(acc, run_dir, done, meta, cfg.keep_last) if run_dir is not None else None
-
-    lock = RunLock(run_dir) if run_dir is not None and main else None
-    stop = StopRequests(run_dir if main else None)  # one process watches the stop file
-    log = None
     step = 0
-    if lock is not None:
-        lock.acquire()  # before anything is read or written: another live run in this folder stops us here
-    try:
-        stop.__enter__()
+    with contextlib.ExitStack() as stack:
+        # the lock first: another live run in this folder stops us before anything is read or written
+        lock = stack.enter_context(RunLock(run_dir)) if run_dir is not None and main else None
+        stop = stack.enter_context(StopRequests(run_dir if main else None))  # one process watches the file
         stop.clear_file()  # a request left over from before this run started is not for it
+        if lock is not None:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(meta["config"], sort_keys=False))
         start = _resume(run, run_dir, resume, progress)
-        if run_dir is not None and main:
-            run_dir.mkdir(parents=True, exist_ok=True)
         batches = _batches(run, start)
         end = run.total if stop_after is None else min(run.total, start + stop_after)
+        where = dict(main=main, progress=progress, device=acc.device, num_processes=acc.num_processes)
         log = StepLogger(
-            cfg,
-            run_dir,
-            start=start,
-            end=end,
-            total=run.total,
-            main=main,
-            progress=progress,
-            device=acc.device,
-            num_processes=acc.num_processes,
+            cfg, run_dir, start=start, end=end, total=run.total, flops_per_image=run.flops_per_image, **where
         )
-        run.method.train()
-        step = start
-        for step in log:
-            t0 = time.perf_counter()
-            values = run.sched.at(step)
-            loss, stop_now = _step(run, batches, step, values, stop)
-            row = log.log(step, loss, values, time.perf_counter() - t0)
-            if main and on_step is not None:
-                on_step(step, run.core, row)
-            done = step + 1
-            if lock is not None:
-                lock.heartbeat()
-            if stop_now and done < run.total:
-                ckpt = checkpoint(done)
-                reason = stop.reason() or "another process was asked to stop"
-                stop.clear_file()
-                raise Preempted(done, ckpt, reason)
-            if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < run.total:
-                checkpoint(done)
-        step = end
-        checkpoint(step)
-        stop.clear_file()  # a request that came too late to matter: the run is complete
-    except Exception as err:
-        if acc.num_processes > 1 and _lost_a_process(err):
-            raise _lost_contact(acc, run_dir, step, err) from err
-        raise
-    finally:
-        stop.__exit__()
-        if log is not None:
-            log.close()
-        if lock is not None:
-            lock.release()
+        stack.callback(log.close)
+
+        def checkpoint(done: int) -> Path | None:
+            return save_checkpoint(acc, run_dir, done, meta, cfg.keep_last) if run_dir is not None else None
+
+        try:
+            _loop(run, batches, log, stop, lock=lock, checkpoint=checkpoint, on_step=on_step)
+            step = end
+            checkpoint(step)
+            stop.clear_file()  # a request that came too late to matter: the run is complete
+        except Exception as err:
+            if acc.num_processes > 1 and _lost_a_process(err):
+                reached = log.history[-1]["step"] + 1 if log.history else start
+                raise _lost_contact(acc, run_dir, reached, err) from err
+            raise
     return TrainResult(run.core, log.history, run_dir, step)
 
 
+def _loop(run: _Run, batches, log: StepLogger, stop: StopRequests, *, lock, checkpoint, on_step) -> None:
+    """The steps of this call, each: schedules, step, log, callbacks, heartbeat, then a checkpoint every
+    `ckpt_every` steps or, when a stop was asked for, a checkpoint and `Preempted`."""
+    cfg, main = run.cfg, run.acc.is_main_process
+    run.method.train()
+    for step in log:
+        t0 = time.perf_counter()
+        values = run.sched.at(step)
+        loss, stop_now = _step(run, batches, step, values, stop)
+        row = log.log(step, loss, values, time.perf_counter() - t0)
+        if main and on_step is not None:
+            on_step(step, run.core, row)
+        done = step + 1
+        if lock is not None:
+            lock.heartbeat()
+        if stop_now and done < run.total:
+            ckpt = checkpoint(done)
+            reason = stop.reason() or "another process was asked to stop"
+            stop.clear_file()
+            raise Preempted(done, ckpt, reason)
+        if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < run.total:
+            checkpoint(done)
+
+
 def _resume(run: _Run, run_dir: Path | None, resume: str | Path | None, progress: bool) -> int:
-    """Load the checkpoint `resume` names (or the run's latest for 'auto'); the step to start from."""
+    """Load the checkpoint `resume` names (or, for 'auto', the run's latest complete one, saying which on
+    the main process); the step to start from."""
     if resume is None:
         return 0
-    ckpt = latest_checkpoint(run_dir) if str(resume) == "auto" else Path(resume)
-    if ckpt is None:
-        return 0
+    main = run.acc.is_main_process
+    if str(resume) == "auto":
+        ckpt = latest_checkpoint(run_dir)
+        if main:
+            found = (
+                f"resuming from {ckpt}" if ckpt else f"no complete checkpoint in {run_dir}: starting fresh"
+            )
+            print(f"--resume auto: {found}", flush=True)
+        if ckpt is None:
+            return 0
+    else:
+        ckpt = Path(resume)
     start = load_checkpoint(run.acc, ckpt)["step"]
-    if run.acc.is_main_process and progress:
+    if main and progress:
         print(f"resumed from {ckpt} at step {start}")
     return start
 

@@ -22,8 +22,6 @@ from pathlib import Path
 
 T_START = time.perf_counter()  # the total wall time printed at the end counts imports and data loading too
 
-import yaml  # noqa: E402
-
 from jepa_lite.config import (  # noqa: E402
     apply_overrides,
     check_config,
@@ -135,38 +133,28 @@ def main(argv: list[str] | None = None) -> dict | None:
         parser.error(str(e))
 
     from jepa_lite.build import make_accelerator
-    from jepa_lite.checkpoint import latest_checkpoint
     from jepa_lite.preempt import REQUEUE_STATUS, Preempted
     from jepa_lite.runlock import RunFolderInUse, RunLock
     from jepa_lite.train import train
 
+    # The script parses and hands over: train() takes the run folder's lock, resolves --resume auto and
+    # writes config.yaml; this script only makes the accelerator (to say where the run goes) and, once the
+    # loop has returned, holds the lock again while it exports the weights and probes them.
     run_dir = Path(cfg.out_dir) / cfg.name
-    resume = args.resume
-    if resume == "auto":  # every process resolves it before any process can write a new checkpoint
-        resume = latest_checkpoint(run_dir)
-        auto = f"resuming from {resume}" if resume else f"no complete checkpoint in {run_dir}: starting fresh"
     acc = make_accelerator(cfg)
-    lock = RunLock(run_dir)
     if acc.is_main_process:
-        try:  # a live run in the same folder: refuse before writing anything into it
-            lock.acquire()
-        except RunFolderInUse as e:
-            parser.error(str(e))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         print(
             f"run {cfg.name}: {cfg.method.name} on {cfg.data.name}, {acc.num_processes} process(es) on "
-            f"{acc.device}, precision {acc.mixed_precision}, writing {run_dir}"
+            f"{acc.device}, precision {acc.mixed_precision}, writing {run_dir}",
+            flush=True,
         )
-        if args.resume == "auto":
-            print(f"--resume auto: {auto}", flush=True)
     t0 = time.perf_counter()
     try:
-        result = train(
-            cfg, dataset=dataset, run_dir=run_dir, resume=resume, accelerator=acc, progress=not args.quiet
-        )
+        kw = dict(resume=args.resume, accelerator=acc, progress=not args.quiet)
+        result = train(cfg, dataset=dataset, run_dir=run_dir, **kw)
+    except RunFolderInUse as e:  # a live run in the same folder: refused before anything was written
+        parser.error(str(e))
     except Preempted as e:  # a checkpoint is written: the scheduler may requeue the job, which resumes it
-        lock.release()
         print(e, file=sys.stderr, flush=True)
         sys.exit(REQUEUE_STATUS)
     train_s = time.perf_counter() - t0
@@ -174,9 +162,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     if not acc.is_main_process:
         return None
     try:
-        return _finish(args, cfg, acc, run_dir, result, train_s)
-    finally:
-        lock.release()
+        with RunLock(run_dir):
+            return _finish(args, cfg, acc, run_dir, result, train_s)
+    except RunFolderInUse as e:
+        parser.error(str(e))
 
 
 def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:

@@ -286,3 +286,14 @@ def test_an_image_folder_that_loses_files_during_a_run_says_which(tmp_path):
     with pytest.warns(UserWarning, match=r"skipping unreadable image file .*dog/1\.png \(FileNotFoundError"):
         x, y = ds[4]
     assert y == 1 and torch.equal(x, ds[5][0])  # the next readable image stands in for it
+
+
+def test_the_lock_has_one_holder_even_within_one_process(tmp_path):
+    """train() takes the run folder's lock once; nothing else in the same process may take it beside it."""
+    with RunLock(tmp_path / "run") as lock:
+        assert lock.owned
+        with pytest.raises(RunFolderInUse, match=f"in use by process {os.getpid()}"):
+            RunLock(tmp_path / "run").acquire()
+    assert not (tmp_path / "run" / LOCK_FILE).exists()
+    with pytest.raises(RunFolderInUse, match=f"in use by process {os.getpid()}"), RunLock(tmp_path / "run"):
+        train(tiny_config(), dataset=Blobs(), run_dir=tmp_path / "run", progress=False)
