@@ -73,6 +73,20 @@ def _check_request(store: Path, request: dict) -> None:
         )
 
 
+def _write_manifest(store: Path, request: dict, chunks: int) -> None:
+    """Check that every chunk was written, then write the manifest, atomically: the store is complete."""
+    missing = [c for c in range(chunks) if not (store / "done" / f"{c:05d}").exists()]
+    if missing:
+        raise RuntimeError(f"feature store {store}: chunks {missing[:5]} were not written")
+    arrays = {
+        name: {"bytes": (store / name).stat().st_size, "sha256": sha256(store / name)} for name in FILES
+    }
+    shape = list(np.load(store / "features.npy", mmap_mode="r").shape)
+    tmp = store / "manifest.json.tmp"
+    tmp.write_text(json.dumps({"request": request, "shape": shape, "files": arrays}, indent=1))
+    tmp.replace(store / "manifest.json")
+
+
 def extract_to_store(
     encoder: nn.Module,
     dataset: Dataset,
@@ -124,17 +138,7 @@ def extract_to_store(
     encoder.train(was_training)
     acc.wait_for_everyone()
     if acc.is_main_process:
-        missing = [c for c in range(-(-n // chunk)) if not (store / "done" / f"{c:05d}").exists()]
-        if missing:
-            raise RuntimeError(f"feature store {store}: chunks {missing[:5]} were not written")
-        arrays = {
-            name: {"bytes": (store / name).stat().st_size, "sha256": sha256(store / name)} for name in FILES
-        }
-        shape = list(np.load(store / "features.npy", mmap_mode="r").shape)
-        manifest = {"request": request, "shape": shape, "files": arrays}
-        tmp = store / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=1))
-        tmp.replace(store / "manifest.json")
+        _write_manifest(store, request, -(-n // chunk))
     acc.wait_for_everyone()
     return store
 

@@ -103,12 +103,10 @@ def bench_masks(args: argparse.Namespace) -> list[dict]:
     return results
 
 
-def bench_step(args: argparse.Namespace) -> list[dict]:
-    """Images/s, median step time, peak CUDA memory and MFU of I-JEPA training steps of one model."""
+def _step_parts(args: argparse.Namespace):
+    """(config, device, method, collator, optimizer, images) of the model `args.model`, ready to step."""
     from jepa_lite.build import build_collator, build_method
     from jepa_lite.config import load_config
-    from jepa_lite.flops import ijepa_step_flops, mfu
-    from jepa_lite.models import attention_kernels
     from jepa_lite.schedules import param_groups
 
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
@@ -119,21 +117,25 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
         print("note: bf16 autocast on CPU is slow and not what a GPU run measures", flush=True)
     torch.manual_seed(0)
     method = build_method(cfg).to(device)
-    in_chans = method.eval_encoder.in_chans
-    grid = method.eval_encoder.grid
-    collator = build_collator(cfg, grid)
-    cuda = device.type == "cuda"
-    optimizer = torch.optim.AdamW(param_groups(method), lr=1e-4, fused=cuda)
+    collator = build_collator(cfg, method.eval_encoder.grid)
+    optimizer = torch.optim.AdamW(param_groups(method), lr=1e-4, fused=device.type == "cuda")
     if args.compile:  # as jepa_lite.train does: one static compile for fixed shapes, else dynamic
         method.compile(dynamic=args.fill != "fixed")
     method.train()
-    size = cfg.data.image_size
+    size, in_chans = cfg.data.image_size, method.eval_encoder.in_chans
     images = torch.randn(args.batch, in_chans, size, size, device=device)
+    return cfg, device, method, collator, optimizer, images
+
+
+def _time_steps(args: argparse.Namespace, device, method, collator, optimizer, images) -> dict:
+    """Warm-up then timed optimizer steps on fresh masks: {times, kc, kt, kc_shape, n_targets}."""
+    from jepa_lite.models import attention_kernels
+
+    cuda = device.type == "cuda"
     gen = torch.Generator().manual_seed(0)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    kc = kt = kc_shape = 0.0
-    times = []
+    out = dict(times=[], kc=0.0, kt=0.0, kc_shape=0.0, n_targets=0)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -152,62 +154,60 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
 
     for i in range(args.warmup + args.steps):
         batch = next_batch()
-        ctx, tgt = batch.context_idx, batch.target_idx
         sync()
         start = time.perf_counter()
         one_step(batch)
         sync()
         if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-            kc += _real_tokens(ctx, batch.context_valid) / args.steps
-            kt += _real_tokens(tgt, batch.target_valid) / args.steps
-            kc_shape += ctx.shape[1] / args.steps
+            out["times"].append(time.perf_counter() - start)
+            out["kc"] += _real_tokens(batch.context_idx, batch.context_valid) / args.steps
+            out["kt"] += _real_tokens(batch.target_idx, batch.target_valid) / args.steps
+            out["kc_shape"] += batch.context_idx.shape[1] / args.steps
+            out["n_targets"] = batch.target_idx.shape[1]
     if args.profile:
         profile_steps(one_step, next_batch, args.profile, cuda)
-    median = statistics.median(times)
-    name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    flops = ijepa_step_flops(cfg, kc=kc, kt=kt, n_targets=tgt.shape[1]).total * args.batch
-    util = mfu(flops / median, name)
-    peak = torch.cuda.max_memory_allocated(device) if cuda else None
-    fields = dict(
-        model=args.model,
-        batch=args.batch,
-        precision=args.precision,
-        compile=args.compile,
-        fill=args.fill,
-        cudnn_attention=args.cudnn_attention,
-        device=name,
-    )
-    head = f"step {args.model} " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "model")
-    rate = args.batch / median
-    print(f"{head}: {rate:,.1f} images/s (median of {len(times)})", flush=True)
-    print(f"{head}: {median * 1e3:,.1f} ms per step (median of {len(times)})", flush=True)
+    return out
+
+
+def _print_step(head: str, t: dict, median: float, flops: float, util, peak, batch: int) -> None:
+    rate = batch / median
+    print(f"{head}: {rate:,.1f} images/s (median of {len(t['times'])})", flush=True)
+    print(f"{head}: {median * 1e3:,.1f} ms per step (median of {len(t['times'])})", flush=True)
     print(f"{head}: peak memory " + (f"{peak / 2**30:.2f} GiB" if peak is not None else "n/a (not CUDA)"))
     mfu_text = f"{100 * util:.1f}%" if util is not None else "n/a (no bf16 peak for this device)"
     print(
         f"{head}: MFU {mfu_text} ({flops / median / 1e12:.3f} model TFLOP/s, "
-        f"{flops / args.batch / 1e9:.2f} GFLOPs per image, Kc {kc:.1f} of {kc_shape:.0f} slots, Kt {kt:.1f})",
+        f"{flops / batch / 1e9:.2f} GFLOPs per image, Kc {t['kc']:.1f} of {t['kc_shape']:.0f} slots, "
+        f"Kt {t['kt']:.1f})",
         flush=True,
     )
+
+
+def bench_step(args: argparse.Namespace) -> list[dict]:
+    """Images/s, median step time, peak CUDA memory and MFU of I-JEPA training steps of one model."""
+    from jepa_lite.flops import ijepa_step_flops, mfu
+
+    cfg, device, method, collator, optimizer, images = _step_parts(args)
+    t = _time_steps(args, device, method, collator, optimizer, images)
+    cuda = device.type == "cuda"
+    median = statistics.median(t["times"])
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    flops = ijepa_step_flops(cfg, kc=t["kc"], kt=t["kt"], n_targets=t["n_targets"]).total * args.batch
+    util = mfu(flops / median, name)
+    peak = torch.cuda.max_memory_allocated(device) if cuda else None
+    fields = dict(model=args.model, batch=args.batch, precision=args.precision, compile=args.compile,
+                  fill=args.fill, cudnn_attention=args.cudnn_attention, device=name)  # fmt: skip
+    head = f"step {args.model} " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "model")
+    _print_step(head, t, median, flops, util, peak, args.batch)
     row = dict(
-        name=f"step {args.model}",
-        **fields,
-        images_per_s=rate,
-        median_step_s=median,
-        min_step_s=min(times),
-        max_step_s=max(times),
-        steps=len(times),
-        warmup=args.warmup,
-        peak_memory_bytes=peak,
-        flops_per_step=flops,
-        model_flops_per_s=flops / median,
-        mfu=util,
-        context_tokens=kc,
-        context_slots=kc_shape,
-        target_tokens=kt,
+        name=f"step {args.model}", **fields, images_per_s=args.batch / median, median_step_s=median,
+        min_step_s=min(t["times"]), max_step_s=max(t["times"]), steps=len(t["times"]), warmup=args.warmup,
+        peak_memory_bytes=peak, flops_per_step=flops, model_flops_per_s=flops / median, mfu=util,
+        context_tokens=t["kc"], context_slots=t["kc_shape"], target_tokens=t["kt"],
         config=STEP_MODELS[args.model],
-    )
+    )  # fmt: skip
     if args.reference:
+        in_chans = method.eval_encoder.in_chans
         del method, optimizer, collator  # free the I-JEPA step's memory first
         ref = bench_reference(cfg, args, device, in_chans)
         ratio = flops / median / ref["model_flops_per_s"]

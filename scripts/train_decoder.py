@@ -80,22 +80,10 @@ def scores_over_seeds(decoder, method, images, labels, classify, seeds: int, sou
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    t_start = time.perf_counter()
-    torch.manual_seed(args.seed)
-    out = Path(args.out) if args.out else pretrained.WEIGHTS_DIR
-    results_dir = Path(args.out) if args.out else ROOT / "results"
-    card = pretrained.card("ijepa")
-    cfg = config_from_dict(card["config"])
-    trained = pretrained.load("ijepa", part="method")
-    torch.manual_seed(cfg.seed)  # the same network at initialisation, as train() builds it
-    init = build_method(cfg).eval().requires_grad_(False)
-    train_set = build_dataset("fmnist", train=True, image_size=cfg.data.image_size)
-    test_set = build_dataset("fmnist", train=False, image_size=cfg.data.image_size)
-
+def fit_decoders(args: argparse.Namespace, methods: dict, train_set) -> tuple[dict, dict, dict]:
+    """One decoder per I-JEPA of `methods` ({"trained": ..., "random init": ...}): decoders, logs, minutes."""
     decoders, fit_logs, minutes = {}, {}, {}
-    for name, method in (("trained", trained), ("random init", init)):
+    for name, method in methods.items():
         print(
             f"training the decoder on the {name} I-JEPA ({args.steps} steps of {args.batch_size} blocks)",
             flush=True,
@@ -103,50 +91,54 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         decoders[name] = make_decoder(method)
         torch.manual_seed(args.seed)
-        fit_logs[name] = fit_decoder(
-            decoders[name],
-            method,
-            train_set,
+        fit = dict(
             steps=args.steps,
             batch_size=args.batch_size,
             beta=args.beta,
             seed=args.seed,
             progress=not args.quiet,
         )
+        fit_logs[name] = fit_decoder(decoders[name], method, train_set, **fit)
         minutes[name] = (time.perf_counter() - t0) / 60
+    return decoders, fit_logs, minutes
 
+
+def score(args: argparse.Namespace, decoders: dict, methods: dict, train_set, test_set) -> dict:
+    """The judge (a linear probe of the trained target encoder), its accuracy on clean test images, the fills'
+    scores over seeds for each decoder, and the fixed check recorded on the decoder's card."""
     print(
         "fitting the judge (a linear probe of the trained target encoder) and scoring the fills", flush=True
     )
-    classify = blue_box.linear_judge(
-        trained.target_encoder, Subset(train_set, range(args.probe_images)), progress=not args.quiet
-    )
+    trained = methods["trained"]
+    probe_set = Subset(train_set, range(args.probe_images))
+    classify = blue_box.linear_judge(trained.target_encoder, probe_set, progress=not args.quiet)
     n = min(args.test_images, len(test_set))
     images = torch.stack([test_set[i][0] for i in range(n)])
     labels = torch.tensor([int(test_set[i][1]) for i in range(n)])
     with torch.no_grad():
         clean_acc = 100.0 * (classify(images) == labels).float().mean().item()
+    sources = {"trained": blue_box.SOURCES, "random init": ("predictor", "target")}
     scores = {
-        "trained": scores_over_seeds(
-            decoders["trained"], trained, images, labels, classify, args.eval_seeds, blue_box.SOURCES
-        ),
-        "random init": scores_over_seeds(
-            decoders["random init"], init, images, labels, classify, args.eval_seeds, ("predictor", "target")
-        ),
+        name: scores_over_seeds(
+            decoders[name], methods[name], images, labels, classify, args.eval_seeds, sources[name]
+        )
+        for name in methods
     }
+    first = slice(0, CHECK["images"])
     check = blue_box.fill_in_scores(
-        decoders["trained"],
-        trained,
-        images[: CHECK["images"]],
-        labels[: CHECK["images"]],
-        classify,
-        seed=CHECK["seed"],
+        decoders["trained"], trained, images[first], labels[first], classify, seed=CHECK["seed"]
     )
+    return dict(images=images, clean_acc=clean_acc, scores=scores, check=check)
 
+
+def save_decoder(
+    args: argparse.Namespace, out: Path, decoder, fit_log: list[dict], minutes: float, check
+) -> Path:
+    """The trained decoder's weights and card (command, settings, final losses, the fixed check)."""
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{blue_box.DECODER}.safetensors"
-    save_file({k: v.contiguous() for k, v in decoders["trained"].state_dict().items()}, str(weights))
-    tail = {k: statistics.fmean(r[k] for r in fit_logs["trained"][-100:]) for k in ("recon", "kl")}
+    save_file({k: v.contiguous() for k, v in decoder.state_dict().items()}, str(weights))
+    tail = {k: statistics.fmean(r[k] for r in fit_log[-100:]) for k in ("recon", "kl")}
     info = {
         "name": blue_box.DECODER,
         "about": "the blue-box decoder: a conditional VAE from a block's pooled I-JEPA representation to "
@@ -157,35 +149,20 @@ def main(argv: list[str] | None = None) -> dict:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "beta": args.beta,
-        "decoder": blue_box.decoder_arch(decoders["trained"]),
-        "train_minutes": round(minutes["trained"], 2),
+        "decoder": blue_box.decoder_arch(decoder),
+        "train_minutes": round(minutes, 2),
         "final_recon": tail["recon"],
         "final_kl": tail["kl"],
         "check": {**CHECK, "scores": check},
         "quick": args.quick,
     }
     (out / f"{blue_box.DECODER}.json").write_text(json.dumps(info, indent=1))
-    summary = {
-        "command": COMMAND + (" --quick" if args.quick else ""),
-        "test_images": n,
-        "eval_seeds": args.eval_seeds,
-        "judge_on_clean_images": clean_acc,
-        "scores": scores,
-        "decoder_minutes": {k: round(v, 2) for k, v in minutes.items()},
-        "final_kl": {k: statistics.fmean(r["kl"] for r in v[-100:]) for k, v in fit_logs.items()},
-        "final_recon": {k: statistics.fmean(r["recon"] for r in v[-100:]) for k, v in fit_logs.items()},
-        "wall_minutes": round((time.perf_counter() - t_start) / 60, 2),
-    }
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "blue_box.json").write_text(json.dumps(summary, indent=1))
-    import matplotlib
+    return weights
 
-    matplotlib.use("Agg")
-    fig = blue_box.plot_blue_boxes(decoders["trained"], trained, images[:6], seed=0)
-    fig.savefig(results_dir / "blue_box.png", dpi=120, bbox_inches="tight")
 
-    print(f"judge on clean test images: {clean_acc:.1f}%")
-    for enc_name, rows in scores.items():
+def report(summary: dict, weights: Path, results_dir: Path) -> None:
+    print(f"judge on clean test images: {summary['judge_on_clean_images']:.1f}%")
+    for enc_name, rows in summary["scores"].items():
         for source, row in rows.items():
             print(
                 f"{enc_name:>11} / {source:<16} box MSE {row['box_mse']['mean']:.3f} ± "
@@ -196,6 +173,45 @@ def main(argv: list[str] | None = None) -> dict:
         f"wrote {weights}, {results_dir / 'blue_box.json'} and blue_box.png "
         f"({summary['wall_minutes']:.1f} min in all)"
     )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    out = Path(args.out) if args.out else pretrained.WEIGHTS_DIR
+    results_dir = Path(args.out) if args.out else ROOT / "results"
+    cfg = config_from_dict(pretrained.card("ijepa")["config"])
+    trained = pretrained.load("ijepa", part="method")
+    torch.manual_seed(cfg.seed)  # the same network at initialisation, as train() builds it
+    methods = {"trained": trained, "random init": build_method(cfg).eval().requires_grad_(False)}
+    train_set = build_dataset("fmnist", train=True, image_size=cfg.data.image_size)
+    test_set = build_dataset("fmnist", train=False, image_size=cfg.data.image_size)
+
+    decoders, fit_logs, minutes = fit_decoders(args, methods, train_set)
+    scored = score(args, decoders, methods, train_set, test_set)
+    weights = save_decoder(
+        args, out, decoders["trained"], fit_logs["trained"], minutes["trained"], scored["check"]
+    )
+    summary = {
+        "command": COMMAND + (" --quick" if args.quick else ""),
+        "test_images": len(scored["images"]),
+        "eval_seeds": args.eval_seeds,
+        "judge_on_clean_images": scored["clean_acc"],
+        "scores": scored["scores"],
+        "decoder_minutes": {k: round(v, 2) for k, v in minutes.items()},
+        "final_kl": {k: statistics.fmean(r["kl"] for r in v[-100:]) for k, v in fit_logs.items()},
+        "final_recon": {k: statistics.fmean(r["recon"] for r in v[-100:]) for k, v in fit_logs.items()},
+        "wall_minutes": round((time.perf_counter() - t_start) / 60, 2),
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "blue_box.json").write_text(json.dumps(summary, indent=1))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = blue_box.plot_blue_boxes(decoders["trained"], trained, scored["images"][:6], seed=0)
+    fig.savefig(results_dir / "blue_box.png", dpi=120, bbox_inches="tight")
+    report(summary, weights, results_dir)
     return summary
 
 
