@@ -354,3 +354,29 @@ def test_shards_split_the_rows_of_a_plan_without_overlap():
     assert _shard(plan, 0, 1) == plan
     with pytest.raises(ValueError, match="shard 2/2"):
         _shard(plan, 2, 2)
+
+
+def test_beyond_ijepa_shares_why_mae_leads_baselines_and_changes_one_thing_per_candidate():
+    from jepa_lite.config import config_to_dict
+
+    mine = {r.name: r for r in GROUPS["beyond_ijepa"]}
+    theirs = {r.name: r for r in GROUPS["why_mae_leads"]}
+    assert mine["I-JEPA"].overrides == theirs["I-JEPA"].overrides  # the same runs, not run twice
+    assert mine["MAE, same CPU time"].overrides == theirs["MAE, same CPU time"].overrides
+    assert (
+        mine["I-JEPA, EMA 0.99 -> 0.999"].overrides
+        == theirs["EMA 0.99 -> 0.999 (a target that moves faster)"].overrides
+    )
+    base = config_to_dict(make_config(mine["I-JEPA"].overrides, 0))
+    changed = {
+        "I-JEPA + SIGReg, no EMA": {("method", "name"): "ijepa_sigreg"},
+        "LeJEPA, 2 global + 2 local views": {("method", "name"): "lejepa"},
+        "LeJEPA, 2 global views": {("method", "name"): "lejepa", ("method", "views"): [2, 0]},
+        "I-JEPA, EMA 0.99 -> 0.999, L2 loss": {("optim", "ema"): [0.99, 0.999], ("method", "loss"): "l2"},
+    }
+    for name, switches in changed.items():
+        expected = json.loads(json.dumps(base))
+        for (section, key), value in switches.items():
+            expected[section][key] = value
+        assert config_to_dict(make_config(mine[name].overrides, 0)) == expected, name
+    assert all(r.seeds == 2 for r in mine.values())
