@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="vit_small_patch16_224", help="a timm ViT name (224 px)")
-    p.add_argument("--images", type=int, default=192, help="images in all, half train and half val")
+    p.add_argument("--images", type=int, default=768, help="images in all, half train and half val")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     return p.parse_args(argv)
