@@ -4,10 +4,8 @@ evaluation, appendix A.1), raw pixels as the no-learning baseline, and two stati
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,24 +14,17 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 autocast is slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def feature_autocast(device: torch.device, precision: str = "auto") -> torch.autocast:
-    """Autocast for frozen-feature extraction: 'auto' is bf16 where the device runs it natively (a bf16 GPU, a
-    CPU with AVX512-BF16/AMX), which halves the probes' cost and moves pooled features by ~1e-3 relative."""
+    """Autocast for frozen-feature extraction: 'auto' is bf16 on a bf16 GPU (half the cost of the probes at
+    cluster scale) and fp32 on every CPU, so that a CPU's probes do not depend on whether it multiplies bf16
+    natively (AVX512-BF16, AMX). There bf16 would cut the default run's probes from 2.7 to 2.3 minutes but
+    moves pooled features by ~1e-3 relative and the probes by up to 0.15 points (seed 0 of the default run:
+    k-NN 76.99 against 77.13, linear probe 83.57 against 83.64; the shipped checkpoint's k-NN check 81.75
+    against 81.9)."""
     if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision={precision!r} must be 'auto', 'bf16' or 'fp32'")
     if precision == "auto":
-        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
-        precision = "bf16" if native and device.type in ("cuda", "cpu") else "fp32"
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 

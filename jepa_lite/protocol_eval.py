@@ -105,7 +105,7 @@ def fit_probe(protocol: Protocol, train_store: Path, val_store: Path, device, pr
     train_x, train_y, _ = open_store(train_store)
     val_x, val_y, _ = open_store(val_store)
     if protocol.probe == "lbfgs":
-        as_tensor = lambda a: torch.from_numpy(np.array(a))  # noqa: E731
+        as_tensor = lambda a: torch.from_numpy(np.array(a)).to(device)  # noqa: E731  (the probe runs there)
         top1 = linear_probe(as_tensor(train_x), as_tensor(train_y), as_tensor(val_x), as_tensor(val_y),
                             weight_decay=protocol.weight_decay)  # fmt: skip
         return {"top1": round(top1, 2)}

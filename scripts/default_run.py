@@ -2,7 +2,7 @@
 """The course's default run (`python scripts/pretrain.py`, config fmnist_vit_tiny) over several seeds: what a
 learner's run learns against its own random initialisation, and how long the whole run takes.
 
-    python scripts/default_run.py                 # seeds 0, 1, 2 (each: training and probes, 11-18 CPU min)
+    python scripts/default_run.py                 # seeds 0, 1, 2 (each: training and probes, 6-11 CPU min)
     python scripts/default_run.py --summary-only  # rebuild results/default_run.md from the JSONs
 
 Each seed is exactly `python scripts/pretrain.py seed=N` (run in its own process, so its wall time is what a

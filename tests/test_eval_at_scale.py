@@ -262,3 +262,16 @@ def test_two_processes_extract_the_features_of_one(images, tmp_path):
         stores[procs] = [open_store(run / "features" / f"target_{SIZE}px_{s}") for s in ("train", "val")]
     for (f1, y1, _), (f2, y2, _) in zip(stores[1], stores[2]):
         assert np.array_equal(y1, y2) and np.allclose(f1, f2, atol=1e-5)
+
+
+def test_the_low_shot_protocol_probes_a_class_balanced_subset_with_lbfgs(evaluate_script, images, tmp_path):
+    d = yaml.safe_load((ROOT / "jepa_lite/configs/eval/in1k_1pct.yaml").read_text())
+    d.update(name="tiny_1pct", image_size=SIZE, per_class=3, weight_decay=[1e-4])
+    (tmp_path / "tiny_1pct.yaml").write_text(yaml.safe_dump(d))
+    run = _run_folder(tmp_path / "run")
+    res = evaluate_script.main([str(run), "--protocol", str(tmp_path / "tiny_1pct.yaml"), "--data", str(images),
+                                "--chunk", "4", "--batch-size", "4", "--num-workers", "0", "--quiet"])  # fmt: skip
+    assert res["train_images"] == 3 * len(CLASSES) and res["val_images"] == 12 and "lr" not in res
+    _, labels, _ = open_store(run / "features" / f"target_{SIZE}px_train-3per-class")
+    assert sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert res["top1"] >= 75

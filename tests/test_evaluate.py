@@ -382,3 +382,17 @@ def test_bad_inputs_raise_value_error_naming_the_parameter(separable):
         rankme(torch.zeros(5))
     with pytest.raises(ValueError, match="batch_size"):
         extract_features(TokenEncoder(), image_set(), batch_size=0, progress=False)
+
+
+def test_features_on_a_cpu_are_fp32_whatever_the_cpu_multiplies_natively():
+    """'auto' precision is bf16 on a bf16 GPU only: on every CPU the features, and so every recorded probe,
+    are the fp32 ones, on a CPU with AMX as on one without."""
+    from jepa_lite.models import ViTEncoder
+
+    torch.manual_seed(0)
+    enc = ViTEncoder(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2)
+    data = TensorDataset(torch.randn(8, 1, 16, 16), torch.zeros(8, dtype=torch.long))
+    auto, _ = extract_features(enc, data, progress=False, device="cpu")
+    fp32, _ = extract_features(enc, data, progress=False, device="cpu", precision="fp32")
+    bf16, _ = extract_features(enc, data, progress=False, device="cpu", precision="bf16")
+    assert torch.equal(auto, fp32) and not torch.equal(auto, bf16)

@@ -369,10 +369,25 @@ def test_beyond_ijepa_shares_why_mae_leads_baselines_and_changes_one_thing_per_c
     )
     base = config_to_dict(make_config(mine["I-JEPA"].overrides, 0))
     changed = {
-        "I-JEPA + SIGReg, no EMA": {("method", "name"): "ijepa_sigreg"},
-        "LeJEPA, 2 global + 2 local views": {("method", "name"): "lejepa"},
-        "LeJEPA, 2 global views": {("method", "name"): "lejepa", ("method", "views"): [2, 0]},
+        "I-JEPA + SIGReg, no EMA, same CPU time": {
+            ("method", "name"): "ijepa_sigreg",
+            ("optim", "epochs"): 1.38,
+        },
+        "LeJEPA, 2 global + 2 local views, same CPU time": {
+            ("method", "name"): "lejepa",
+            ("optim", "epochs"): 1.5,
+        },
+        "LeJEPA, 2 global views, same CPU time": {
+            ("method", "name"): "lejepa",
+            ("method", "views"): [2, 0],
+            ("optim", "epochs"): 2.89,
+        },
         "I-JEPA, EMA 0.99 -> 0.999, L2 loss": {("optim", "ema"): [0.99, 0.999], ("method", "loss"): "l2"},
+        "I-JEPA, EMA 0.99 -> 0.999, 1-deep predictor, same CPU time": {
+            ("optim", "ema"): [0.99, 0.999],
+            ("model", "predictor_depth"): 1,
+            ("optim", "epochs"): 4.9,
+        },
     }
     for name, switches in changed.items():
         expected = json.loads(json.dumps(base))
@@ -380,3 +395,17 @@ def test_beyond_ijepa_shares_why_mae_leads_baselines_and_changes_one_thing_per_c
             expected[section][key] = value
         assert config_to_dict(make_config(mine[name].overrides, 0)) == expected, name
     assert all(r.seeds == 2 for r in mine.values())
+
+
+def test_beyond_ijepa_candidates_get_the_ijepa_rows_cpu_time():
+    """Each candidate's epochs x its step time, from the side-by-side timing, is I-JEPA's within 5%."""
+    timing = json.loads(
+        (Path(__file__).resolve().parents[1] / "results" / "beyond_ijepa_step_seconds.json").read_text()
+    )
+    seconds = timing["seconds_per_step"]
+    budget = 3 * seconds["I-JEPA"]
+    for row in GROUPS["beyond_ijepa"]:
+        if row.name.startswith("MAE"):
+            continue
+        epochs = make_config(row.overrides, 0).optim.epochs
+        assert abs(epochs * seconds[row.name] / budget - 1) < 0.05, row.name
