@@ -8,7 +8,8 @@ Modules, one concept each, in the order one training step reads them:
   (IJEPA, MAE, Invariant, LeJEPA), schedules, build (config -> parts), flops, batches (the global-batch
   contract), steplog, train (the one loop), features and evaluate (frozen features, probes);
 - the course's lab: experiments, grid, tables, gap (the experiment grid and why MAE leads), pretrained and
-  retrain (the course checkpoints), decoder and blue_box (what the predictor knows, drawn);
+  retrain (the course checkpoints), decoder and blue_box (what the predictor knows, drawn), collapse_lab
+  (what keeps a JEPA from collapse, watched in a minute);
 - running on a cluster: checkpoint, preempt, runlock (resume, preemption, one run per folder), protocols,
   feature_store, sgd_probe, protocol_eval (the paper's evaluation with every process of a job);
 - drawing and interop: viz/, widgets/, diagrams, interop/ (official and Hugging Face checkpoints).

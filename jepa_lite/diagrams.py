@@ -85,6 +85,17 @@ def plot_ijepa_architecture(
     else:
         _box(ax, (0.075, 0.5), "image x\n(patches)", "white", w=0.12, h=0.2)
 
+    _draw_ijepa_paths(ax)
+    # the loss
+    _box(ax, (0.92, 0.5), "loss\nsmooth-L1\n(ŝ_y, s_y)", LOSS_COLOR, w=0.13, h=0.2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _draw_ijepa_paths(ax) -> None:
+    """The two paths of the I-JEPA diagram: context encoder and predictor above, the EMA target encoder
+    below, and the EMA link between the encoders."""
     top, bottom = 0.76, 0.24
     # context path: x_c -> context encoder -> s_x -> predictor (+ mask tokens) -> s_hat_y
     _arrow(ax, (0.16, 0.55), (0.25, top), "context block x_c", at=(0.215, top + 0.045))
@@ -123,8 +134,3 @@ def plot_ijepa_architecture(
         fontsize=7.5,
         color=(0.25, 0.25, 0.6),
     )
-    # the loss
-    _box(ax, (0.92, 0.5), "loss\nsmooth-L1\n(ŝ_y, s_y)", LOSS_COLOR, w=0.13, h=0.2)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    return fig

@@ -128,58 +128,65 @@ def official_collator_sample(
     g = _check_geometry(geometry)
     n_targets = _check_int("n_targets", g["n_targets"], 1)
     _check_int("max_tries", max_tries, 1)
-
-    def size(scale, aspect):
-        u = float(torch.rand(1, generator=generator))  # flaw: one draw for both scale and aspect
-        keep = int(H * W * _uniform(u, *scale))
-        h = round(math.sqrt(keep * _uniform(u, *aspect)))
-        w = round(math.sqrt(keep / _uniform(u, *aspect)))
-        return min(max(h, 1), H - 1), min(max(w, 1), W - 1)
-
-    def block(h, w):
-        top = int(torch.randint(0, H - h, (1,), generator=generator))  # flaw: exclusive upper bound
-        left = int(torch.randint(0, W - w, (1,), generator=generator))
-        mask = torch.zeros(H, W, dtype=torch.bool)
-        mask[top : top + h, left : left + w] = True
-        return mask
-
-    (h, w), (hc, wc) = (
-        size(g["target_scale"], g["target_aspect"]),
-        size(g["context_scale"], g["context_aspect"]),
-    )
+    target_hw = _official_size((H, W), g["target_scale"], g["target_aspect"], generator)
+    context_hw = _official_size((H, W), g["context_scale"], g["context_aspect"], generator)
     contexts, targets = [], []
     for _ in range(batch_size):
-        image_targets = []
-        for _ in range(n_targets):
-            for _ in range(max_tries):
-                mask = block(h, w)
-                if mask.sum() > min_keep:
-                    break
-            else:
-                raise RuntimeError(
-                    f"a {h}x{w} target block never has more than min_keep={min_keep} patches: "
-                    f"the official collator would retry forever here"
-                )
-            image_targets.append(mask.flatten().nonzero()[:, 0])
-        # Context: block minus the targets; after each round of failures, one fewer target is removed.
-        for n_regions in range(n_targets, -1, -1):
-            for _ in range(max_tries):
-                mask = block(hc, wc).flatten()
-                for t in image_targets[:n_regions]:
-                    mask[t] = False
-                if mask.sum() > min_keep:
-                    break
-            else:
-                continue
-            break
-        else:
-            raise RuntimeError(
-                f"no context block of more than min_keep={min_keep} patches: the original loops forever"
-            )
-        contexts.append(mask.nonzero()[:, 0])
-        targets.append(image_targets)
+        targets.append(
+            [_official_block((H, W), target_hw, min_keep, max_tries, generator) for _ in range(n_targets)]
+        )
+        contexts.append(_official_context((H, W), context_hw, targets[-1], min_keep, max_tries, generator))
     kc = min(len(c) for c in contexts)
     kt = min(len(t) for ts in targets for t in ts)
     context_idx = torch.stack([c[:kc] for c in contexts])  # flaw: raster truncation
     target_idx = torch.stack([torch.stack([t[:kt] for t in ts]) for ts in targets])
     return context_idx, target_idx
+
+
+def _official_size(grid: tuple[int, int], scale, aspect, generator) -> tuple[int, int]:
+    """A block's (h, w) as the official collator draws it, once per batch."""
+    H, W = grid
+    u = float(torch.rand(1, generator=generator))  # flaw: one draw for both scale and aspect
+    keep = int(H * W * _uniform(u, *scale))
+    h = round(math.sqrt(keep * _uniform(u, *aspect)))
+    w = round(math.sqrt(keep / _uniform(u, *aspect)))
+    return min(max(h, 1), H - 1), min(max(w, 1), W - 1)
+
+
+def _official_mask(grid: tuple[int, int], hw: tuple[int, int], generator) -> Tensor:
+    """[H, W] bool: one h x w block at a random position, drawn as the official collator draws it."""
+    (H, W), (h, w) = grid, hw
+    top = int(torch.randint(0, H - h, (1,), generator=generator))  # flaw: exclusive upper bound
+    left = int(torch.randint(0, W - w, (1,), generator=generator))
+    mask = torch.zeros(H, W, dtype=torch.bool)
+    mask[top : top + h, left : left + w] = True
+    return mask
+
+
+def _official_block(grid, hw, min_keep: int, max_tries: int, generator) -> Tensor:
+    """The patch indices of one target block of more than `min_keep` patches, after at most `max_tries`."""
+    for _ in range(max_tries):
+        mask = _official_mask(grid, hw, generator)
+        if mask.sum() > min_keep:
+            return mask.flatten().nonzero()[:, 0]
+    raise RuntimeError(
+        f"a {hw[0]}x{hw[1]} target block never has more than min_keep={min_keep} patches: "
+        f"the official collator would retry forever here"
+    )
+
+
+def _official_context(
+    grid, hw, image_targets: list[Tensor], min_keep: int, max_tries: int, generator
+) -> Tensor:
+    """The context's patch indices: a block minus the targets; after each round of failures, one fewer
+    target is removed."""
+    for n_regions in range(len(image_targets), -1, -1):
+        for _ in range(max_tries):
+            mask = _official_mask(grid, hw, generator).flatten()
+            for t in image_targets[:n_regions]:
+                mask[t] = False
+            if mask.sum() > min_keep:
+                return mask.nonzero()[:, 0]
+    raise RuntimeError(
+        f"no context block of more than min_keep={min_keep} patches: the original loops forever"
+    )

@@ -224,16 +224,7 @@ def sample_multiblock_grids(
     ta = _check_range("target_aspect", target_aspect, upper=None)
     cs = _check_range("context_scale", context_scale)
     ca = _check_range("context_aspect", context_aspect, upper=None)
-    _check_int("min_context", min_context, 1, H * W)
-    # Upper bound on the context block area (h grows with scale and aspect, w with scale and 1/aspect).
-    h_max, _ = block_size(cs[1], ca[1], (H, W))
-    _, w_max = block_size(cs[1], ca[0], (H, W))
-    if min_context > h_max * w_max:
-        raise ValueError(
-            f"min_context={min_context} exceeds the largest possible context block ({h_max}x{w_max} "
-            f"patches on a {H}x{W} grid with context_scale={context_scale}); lower min_context or raise "
-            f"context_scale"
-        )
+    _check_min_context(min_context, cs, ca, (H, W))
 
     # Block sizes, shared by the batch; scale and aspect are independent draws.
     u = torch.rand(4, generator=generator, dtype=torch.float64).tolist()
@@ -242,27 +233,50 @@ def sample_multiblock_grids(
     sizes = torch.tensor([[h, w]] * n_targets + [[hc, wc]])  # [M + 1, 2], the context block last
     n_positions = sizes.new_tensor([H, W]) - sizes + 1  # valid tops and lefts, last row/column included
     pos = _positions(batch_size, n_positions, generator)  # [B, M + 1, 2] (top, left) per image and block
+    context = _context_with_redraws(pos, sizes, (H, W), min_context=min_context, generator=generator)
+    target_idx = _block_indices(pos[:, :-1, 0], pos[:, :-1, 1], h, w, W)  # [B, M, h*w]
+    return context, target_idx
+
+
+def _check_min_context(min_context: int, cs: tuple[float, float], ca: tuple[float, float], grid) -> None:
+    """ValueError when `min_context` exceeds the largest context block the scale and aspect allow."""
+    H, W = grid
+    _check_int("min_context", min_context, 1, H * W)
+    # Upper bound on the context block area (h grows with scale and aspect, w with scale and 1/aspect).
+    h_max, _ = block_size(cs[1], ca[1], (H, W))
+    _, w_max = block_size(cs[1], ca[0], (H, W))
+    if min_context > h_max * w_max:
+        raise ValueError(
+            f"min_context={min_context} exceeds the largest possible context block ({h_max}x{w_max} "
+            f"patches on a {H}x{W} grid with context_scale={cs}); lower min_context or raise context_scale"
+        )
+
+
+def _context_with_redraws(pos: Tensor, sizes: Tensor, grid, *, min_context: int, generator) -> Tensor:
+    """Context grids [B, H, W] (the context block, last of `sizes` [M + 1, 2], minus the M targets) of the
+    blocks at `pos` [B, M + 1, 2]; the positions of images whose context is under `min_context` patches are
+    drawn again in place, up to MAX_RESAMPLES times."""
+    H, W = grid
+    n_positions = sizes.new_tensor([H, W]) - sizes + 1
     for attempt in range(MAX_RESAMPLES + 1):
         bits = _row_bits(pos[..., 0], pos[..., 1], sizes, H, W)  # [B, M + 1, H, n_words]
         covered = bits[:, 0]
-        for m in range(1, n_targets):  # union of the target blocks (a loop over M, not over the batch)
+        for m in range(1, len(sizes) - 1):  # union of the target blocks (a loop over M, not over the batch)
             covered = covered | bits[:, m]
         context = _unpack_bits(bits[:, -1] & ~covered, W)  # [B, H, W]: context block minus targets
         bad = context.sum(dim=(1, 2)) < min_context
         n_bad = int(bad.sum())
         if n_bad == 0:
-            break
-        if attempt == MAX_RESAMPLES:
-            raise RuntimeError(
-                f"could not draw a context of at least min_context={min_context} patches for {n_bad} of "
-                f"{batch_size} images after {MAX_RESAMPLES} redraws of the positions ({H}x{W} grid, "
-                f"{n_targets} target blocks of {h}x{w}, context block {hc}x{wc}); lower min_context, "
-                f"n_targets or target_scale, or raise context_scale"
-            )
-        pos[bad] = _positions(n_bad, n_positions, generator)  # only the failing images, sizes kept
-
-    target_idx = _block_indices(pos[:, :-1, 0], pos[:, :-1, 1], h, w, W)  # [B, M, h*w]
-    return context, target_idx
+            return context
+        if attempt < MAX_RESAMPLES:
+            pos[bad] = _positions(n_bad, n_positions, generator)  # only the failing images, sizes kept
+    (h, w), (hc, wc) = sizes[0].tolist(), sizes[-1].tolist()
+    raise RuntimeError(
+        f"could not draw a context of at least min_context={min_context} patches for {n_bad} of "
+        f"{len(pos)} images after {MAX_RESAMPLES} redraws of the positions ({H}x{W} grid, "
+        f"{len(sizes) - 1} target blocks of {h}x{w}, context block {hc}x{wc}); lower min_context, "
+        f"n_targets or target_scale, or raise context_scale"
+    )
 
 
 def sample_masks(

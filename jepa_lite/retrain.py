@@ -48,6 +48,21 @@ def step_seconds(
     return step_seconds_of(rows, base=BASE, steps=steps, warmup=warmup, quick=quick)
 
 
+def extend_step_seconds(recorded: dict, which: Iterable[str], **budget) -> dict:
+    """`recorded` (the STEP_SECONDS file's content) with each recipe of `which` added on its clock: that
+    recipe's step time relative to I-JEPA's, both timed now one after another in this process, times I-JEPA's
+    recorded step time. A ratio measured in one run carries over where absolute times would not (another
+    machine, or other jobs beside this one)."""
+    which = [n for n in which if n != "ijepa"]
+    now = step_seconds(["ijepa", *which], **budget)
+    seconds, scaled = dict(recorded["seconds_per_step"]), dict(recorded.get("scaled", {}))
+    for name in which:
+        ratio = now[name] / now["ijepa"]
+        seconds[name] = seconds["ijepa"] * ratio
+        scaled[name] = f"{ratio:.3f} x ijepa's step, timed side by side on {device_name()}"
+    return {**recorded, "seconds_per_step": seconds, "scaled": scaled}
+
+
 def knn_check(encoder: nn.Module, cfg: Config, *, quick: bool = False) -> float:
     """k-NN accuracy (%) on the fixed subsets `KNN_CHECK` (first 10,000 train / 2,000 test images): cheap
     enough for a test, sensitive to a wrong or damaged file."""
@@ -229,4 +244,12 @@ def retrain(
     return cards
 
 
-__all__ = ["KNN_CHECK", "SNAPSHOTS", "device_name", "knn_check", "retrain", "step_seconds"]
+__all__ = [
+    "KNN_CHECK",
+    "SNAPSHOTS",
+    "device_name",
+    "extend_step_seconds",
+    "knn_check",
+    "retrain",
+    "step_seconds",
+]

@@ -81,7 +81,7 @@ def render_shapes(
     object is dropped and not counted), so objects never overlap.
     """
     g = torch.Generator().manual_seed(seed)
-    k_max, every = max_objects, torch.arange(n)
+    k_max = max_objects
     # every random number is drawn up front, in a fixed order: the result depends on the seed only
     want = torch.randint(1, k_max + 1, (n,), generator=g)  # objects asked for
     kind = torch.randint(0, 3, (n, k_max), generator=g)  # 0 circle, 1 square, 2 triangle
@@ -93,7 +93,26 @@ def render_shapes(
     colour = 0.3 + 0.7 * torch.rand(n, k_max, 3, generator=g)  # bright
     background = 0.12 * torch.rand(n, 1, 3, generator=g)  # dark
 
-    # place objects one slot at a time, vectorised over images and tries
+    active, r_kept, c_kept = _place(centre, radius, want)
+    ids, areas, centroids = _rasterise(kind, active, r_kept, c_kept, size)
+    palette = torch.cat([background, colour], 1)  # [n, 1 + k_max, 3]
+    pixels = palette.gather(1, ids.long().view(n, -1, 1).expand(-1, -1, 3))  # [n, S*S, 3]
+    images = (pixels * 255).round().to(torch.uint8).transpose(1, 2).reshape(n, 3, size, size).contiguous()
+
+    counts = active.sum(1)
+    label = dominant_shape(kind, active, areas)
+    largest = torch.where(active, areas, -1.0).argmax(1, keepdim=True)
+    cy, cx = centroids.gather(1, largest[..., None].expand(-1, 1, 2)).squeeze(1).unbind(-1)
+    positions = _cell(cy, size) * 3 + _cell(cx, size)
+    return images, label, counts, positions
+
+
+def _place(centre: Tensor, radius: Tensor, want: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Place objects one slot at a time, vectorised over images and tries: for each image and slot the first
+    try (centre [n, k_max, tries, 2], radius [n, k_max, tries]) whose circle keeps a 1-px gap to those already
+    placed. Returns (placed [n, k_max] bool, their radii [n, k_max], their centres [n, k_max, 2])."""
+    n, k_max = radius.shape[:2]
+    every = torch.arange(n)
     active = torch.zeros(n, k_max, dtype=torch.bool)
     r_kept, c_kept = torch.zeros(n, k_max), torch.zeros(n, k_max, 2)
     for k in range(k_max):
@@ -104,8 +123,13 @@ def render_shapes(
         active[:, k] = (k < want) & ok.any(1)
         r_kept[:, k] = torch.where(active[:, k], radius[every, k, first], 0.0)
         c_kept[:, k] = torch.where(active[:, k, None], centre[every, k, first], 0.0)
+    return active, r_kept, c_kept
 
-    # rasterise each drawn object once (only its own kind), into an object-id map [n, S, S] (0 = background)
+
+def _rasterise(kind: Tensor, active: Tensor, r_kept: Tensor, c_kept: Tensor, size: int):
+    """Rasterise each placed object once (only its own kind) into an object-id map [n, S, S] (0 = background,
+    slot + 1 elsewhere); also each object's area [n, k_max] and pixel centroid [n, k_max, 2]."""
+    n, k_max = active.shape
     img_i, slot = active.nonzero(as_tuple=True)  # [m]
     obj_kind, obj_r, obj_c = kind[img_i, slot], r_kept[img_i, slot], c_kept[img_i, slot]
     pix = torch.arange(size, dtype=torch.float32) + 0.5  # pixel centres
@@ -123,16 +147,7 @@ def render_shapes(
         areas[im, sl] = area
         centroids[im, sl] = torch.stack([per_row @ pix, per_col @ pix], 1) / area.clamp(min=1)[:, None]
         ids.index_add_(0, im, mask * (sl + 1).view(-1, 1, 1).float())  # objects are disjoint: sum = union
-    palette = torch.cat([background, colour], 1)  # [n, 1 + k_max, 3]
-    pixels = palette.gather(1, ids.long().view(n, -1, 1).expand(-1, -1, 3))  # [n, S*S, 3]
-    images = (pixels * 255).round().to(torch.uint8).transpose(1, 2).reshape(n, 3, size, size).contiguous()
-
-    counts = active.sum(1)
-    label = dominant_shape(kind, active, areas)
-    largest = torch.where(active, areas, -1.0).argmax(1, keepdim=True)
-    cy, cx = centroids.gather(1, largest[..., None].expand(-1, 1, 2)).squeeze(1).unbind(-1)
-    positions = _cell(cy, size) * 3 + _cell(cx, size)
-    return images, label, counts, positions
+    return ids, areas, centroids
 
 
 def dominant_shape(kind: Tensor, active: Tensor, areas: Tensor, num_classes: int = 3) -> Tensor:

@@ -29,7 +29,6 @@ from pathlib import Path
 
 from jepa_lite import experiments as ex
 from jepa_lite import grid, pretrained, retrain, tables
-from jepa_lite.registry import METHOD_NAMES
 
 COURSE = "course_checkpoints"  # retrains the shipped checkpoints (jepa_lite.pretrained), not a grid table
 
@@ -167,14 +166,19 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
     cards = {n: pretrained.card(n, weights) for n in pretrained.available(weights)}
     out.mkdir(parents=True, exist_ok=True)
     timing = (weights or pretrained.WEIGHTS_DIR) / pretrained.STEP_SECONDS
-    # timed once per device: a retrain on another device (a GPU) re-times the recipes there
-    timed_here = timing.is_file() and json.loads(timing.read_text())["device"] == retrain.device_name()
-    if args.time_steps or (not args.summary_only and not timed_here):
+    recorded = json.loads(timing.read_text()) if timing.is_file() else None
+    # timed once per device (a CPU with any thread count is one device): a retrain on another device (a GPU)
+    # re-times every recipe there; a recipe new on this device is timed beside I-JEPA and put on its clock
+    here = retrain.device_name().split(",")[0]
+    same_device = recorded is not None and recorded["device"].split(",")[0] == here
+    budget = dict(steps=12 if args.quick else 400, warmup=4 if args.quick else 50, quick=args.quick)
+    if args.time_steps or (not args.summary_only and not same_device):
         print("timing the steps of each course recipe, one after another", flush=True)
-        seconds = retrain.step_seconds(
-            steps=12 if args.quick else 400, warmup=4 if args.quick else 50, quick=args.quick
-        )
+        seconds = retrain.step_seconds(**budget)
         grid.write_json(timing, {"seconds_per_step": seconds, "device": retrain.device_name()})
+    elif not args.summary_only and (new := [n for n in cards if n not in recorded["seconds_per_step"]]):
+        print(f"timing {', '.join(new)} side by side with ijepa, on the recorded clock", flush=True)
+        grid.write_json(timing, retrain.extend_step_seconds(recorded, new, **budget))
     curves, title = pretrained.compute_curves(weights)
     if not curves:
         print("no course checkpoint is present yet: nothing to draw", flush=True)
@@ -185,7 +189,7 @@ def course_checkpoints(args: argparse.Namespace, out: Path) -> dict:
         p = info["probes"]
         print(
             f"{name:>10}: linear probe {p['linear_probe']:.1f}, k-NN {p['knn']:.1f}, low-shot "
-            f"{p['low_shot']:.1f} after {curves[METHOD_NAMES[info['method']]][-1]['train_minutes']:.0f} min "
+            f"{p['low_shot']:.1f} after {curves[pretrained.label(name)][-1]['train_minutes']:.0f} min "
             f"of training ({info['dtype']})"
         )
     return cards

@@ -409,3 +409,19 @@ def test_beyond_ijepa_candidates_get_the_ijepa_rows_cpu_time():
             continue
         epochs = make_config(row.overrides, 0).optim.epochs
         assert abs(epochs * seconds[row.name] / budget - 1) < 0.05, row.name
+
+
+def test_the_tuned_course_checkpoint_is_the_screened_row_at_eight_times_its_budget():
+    """The fourth course checkpoint trains what the `beyond_ijepa` screen measured, for the course budget."""
+    from jepa_lite.config import config_to_dict
+    from jepa_lite.pretrained import BASE, RECIPES
+
+    row = next(r for r in GROUPS["beyond_ijepa"] if "1-deep predictor" in r.name)
+    screened = make_config(row.overrides, 0)
+    shipped = make_config(RECIPES["ijepa_tuned"].overrides, RECIPES["ijepa_tuned"].seed, base=BASE)
+    assert shipped.optim.epochs == pytest.approx(8 * screened.optim.epochs)
+    assert config_to_dict(shipped) | {"name": "", "optim": None} == config_to_dict(screened) | {
+        "name": "",
+        "optim": None,
+    }
+    assert config_to_dict(shipped)["optim"] | {"epochs": 0} == config_to_dict(screened)["optim"] | {"epochs": 0}

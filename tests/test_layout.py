@@ -51,6 +51,35 @@ def test_no_module_is_longer_than_the_limit():
     assert {n: k for n, k in long.items() if k > MAX_LINES} == {}
 
 
+MAX_FUNCTION_LINES = 60  # nanoGPT's longest function is about 60 lines; argument parsers are one long list
+
+
+def long_functions(paths) -> dict[str, int]:
+    """'file:function' -> lines (signature and docstring included) for every function over the limit."""
+    found = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith(
+                "parse_"
+            ):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    found[f"{path.name}:{node.name}"] = lines
+    return found
+
+
+def test_no_function_is_longer_than_the_limit():
+    scripts = sorted((PACKAGE.parent / "scripts").rglob("*.py"))
+    assert long_functions([*modules().values(), *scripts]) == {}
+
+
+def test_the_function_length_check_counts_signature_docstring_and_body(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(58))
+    (tmp_path / "a.py").write_text(f'def f(\n    a,\n):\n    """doc"""\n{body}\n')
+    (tmp_path / "b.py").write_text(f'def parse_args():\n    """doc"""\n{body}\n{body}\n')
+    assert long_functions([tmp_path / "a.py", tmp_path / "b.py"]) == {"a.py:f": 62}
+
+
 def test_imports_sit_at_the_top_except_optional_ones():
     inner = {n: [i for i in package_imports(n, p)[1] if i not in LAZY] for n, p in modules().items()}
     assert {n: i for n, i in inner.items() if i} == {}

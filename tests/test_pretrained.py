@@ -147,7 +147,7 @@ def test_reproduce_course_checkpoints_draws_every_method_on_one_clock(tmp_path):
     weights = tmp_path / "checkpoints"
     assert sorted(cards) == ["ijepa", "mae"] == pretrained.available(weights)
     timing = json.loads((weights / pretrained.STEP_SECONDS).read_text())["seconds_per_step"]
-    assert sorted(timing) == ["ijepa", "invariant", "mae"] and all(s > 0 for s in timing.values())
+    assert sorted(timing) == sorted(pretrained.RECIPES) and all(s > 0 for s in timing.values())
     curves, _ = pretrained.compute_curves(weights)
     for name, label in (("ijepa", "I-JEPA"), ("mae", "MAE")):
         assert curves[label][-1]["train_minutes"] == pytest.approx(cards[name]["steps"] * timing[name] / 60)
@@ -167,3 +167,24 @@ def test_loading_a_checkpoint_imports_no_training_code():
     assert "jepa_lite.pretrained" in out and "jepa_lite.models" in out
     training = {"jepa_lite.train", "jepa_lite.grid", "jepa_lite.experiments", "jepa_lite.retrain"}
     assert training.isdisjoint(out)
+
+
+def test_a_new_recipe_joins_the_recorded_clock_by_its_ratio_to_ijepa(monkeypatch):
+    """A recipe timed on another day than the others would not share their clock: it is timed beside I-JEPA
+    and gets I-JEPA's recorded step time times the ratio measured now."""
+    recorded = {"seconds_per_step": {"ijepa": 0.12, "mae": 0.06}, "device": "CPU, 2 threads"}
+    asked = []
+    monkeypatch.setattr(
+        retrain,
+        "step_seconds",
+        lambda which, **kw: asked.append(which) or {"ijepa": 0.2, "mae": 0.5, "x": 0.1},
+    )
+    out = retrain.extend_step_seconds(recorded, ["x"], steps=6, warmup=2)
+    assert asked == [["ijepa", "x"]]
+    assert out["seconds_per_step"] == pytest.approx({"ijepa": 0.12, "mae": 0.06, "x": 0.06})
+    assert out["scaled"]["x"].startswith("0.500 x ijepa's step") and "scaled" not in recorded
+
+
+def test_every_recipe_has_a_label_and_the_labels_differ():
+    labels = [pretrained.label(n) for n in pretrained.RECIPES]
+    assert labels[:3] == ["I-JEPA", "MAE", "Invariant (InfoNCE)"] and len(set(labels)) == len(labels)

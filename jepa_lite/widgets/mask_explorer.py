@@ -122,30 +122,46 @@ def mask_explorer_data(
     and `block_h`/`block_w` are None for random masks. Never raises for a bad setting: the widget shows it.
     """
     out = dict(grid=(grid, grid) if isinstance(grid, int) else tuple(grid), context_idx=None, target_idx=None)
-    out["notes"] = []
-    if not isinstance(batch_size, int) or batch_size < 1:
-        out["error"] = f"ValueError: batch_size={batch_size!r} must be an int >= 1"
-        return out
-    strategy = STRATEGIES.get(strategy, strategy)
-    if strategy not in STRATEGIES.values():
-        out["error"] = f"{LABELS['strategy']} = {strategy!r} is not one of: {', '.join(STRATEGIES)}"
-        return out
     kwargs = dict(target_scale=target_scale, target_aspect=target_aspect, n_targets=n_targets)
-    if strategy == "multiblock":
-        error, out["notes"] = check_setting(grid, context_scale=context_scale, **kwargs)
-    else:
-        error = check_setting(grid)[0]  # the grid still has to be a grid
-        out["notes"] = [
-            f"{strategy} masks: {OWN_GEOMETRY[strategy]}; the target and context sliders apply to "
-            f"multi-block masks only."
-        ]
-    if error:
-        out["error"] = error
+    strategy = STRATEGIES.get(strategy, strategy)
+    out["error"], out["notes"] = _setting_error(
+        grid, strategy, batch_size=batch_size, context_scale=context_scale, kwargs=kwargs
+    )
+    if out["error"]:
         return out
+    out["error"], masks = _sample(
+        strategy, grid, batch_size=batch_size, context_scale=context_scale, kwargs=kwargs, seed=seed
+    )
+    if out["error"]:
+        return out
+    return out | _statistics(*masks, out["grid"])
+
+
+def _setting_error(
+    grid, strategy: str, *, batch_size, context_scale, kwargs: dict
+) -> tuple[str | None, list[str]]:
+    """(a readable error or None, notes) for a setting, before anything is drawn."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        return f"ValueError: batch_size={batch_size!r} must be an int >= 1", []
+    if strategy not in STRATEGIES.values():
+        return f"{LABELS['strategy']} = {strategy!r} is not one of: {', '.join(STRATEGIES)}", []
+    if strategy == "multiblock":
+        return check_setting(grid, context_scale=context_scale, **kwargs)
+    notes = [
+        f"{strategy} masks: {OWN_GEOMETRY[strategy]}; the target and context sliders apply to "
+        f"multi-block masks only."
+    ]
+    return check_setting(grid)[0], notes  # the grid still has to be a grid
+
+
+def _sample(
+    strategy: str, grid, *, batch_size: int, context_scale, kwargs: dict, seed
+) -> tuple[str | None, tuple]:
+    """(None, (context_idx, target_idx)) of one seeded batch, or (a readable error, ()) when drawing fails."""
     g = torch.Generator().manual_seed(int(seed))
     try:
         if strategy == "multiblock":
-            context_idx, target_idx = sample_masks(
+            masks = sample_masks(
                 batch_size,
                 grid,
                 context_scale=tuple(context_scale),
@@ -159,29 +175,32 @@ def mask_explorer_data(
                 "block": sample_block_masks,
                 "random": sample_random_masks,
             }[strategy]
-            context_idx, target_idx = sample(batch_size, grid, generator=g)
+            masks = sample(batch_size, grid, generator=g)
     except ValueError as err:  # check_setting should have caught it; still a message, not a traceback
-        out["error"] = f"ValueError: {err}"
-        return out
+        return f"ValueError: {err}", ()
     except RuntimeError as err:  # the draws failed by chance: too many or too large targets
-        out["error"] = (
-            f"{LABELS['n_targets']} = {n_targets} target blocks with {LABELS['target_scale']} "
-            f"{target_scale[0]:.2f}-{target_scale[1]:.2f} keep covering the context block: some draws leave "
+        lo, hi = kwargs["target_scale"]
+        return (
+            f"{LABELS['n_targets']} = {kwargs['n_targets']} target blocks with {LABELS['target_scale']} "
+            f"{lo:.2f}-{hi:.2f} keep covering the context block: some draws leave "
             f"fewer than {MIN_CONTEXT} context patches. Lower {LABELS['n_targets']} or "
             f"{LABELS['target_scale']}, or raise {LABELS['context_scale']}.\n({type(err).__name__}: {err})"
-        )
-        return out
-    H, W = out["grid"]
+        ), ()
+    return None, masks
+
+
+def _statistics(context_idx: Tensor, target_idx: Tensor, grid: tuple[int, int]) -> dict:
+    """The masks and what `mask_explorer_data` reports of them (sizes, fractions, coverage maps)."""
+    H, W = grid
     n = H * W
     in_target = masks_to_grid(target_idx, (H, W)).any(dim=1)  # [B, H, W]
     kt = target_idx.shape[-1]
     rows, cols = target_idx[0, 0] // W, target_idx[0, 0] % W
     h, w = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
     is_block = h * w == kt  # random masks are not a block: no block size to report
-    out.update(
+    return dict(
         context_idx=context_idx,
         target_idx=target_idx,
-        error=None,
         context_len=context_idx.shape[1],
         target_len=kt,
         block_h=h if is_block else None,
@@ -191,7 +210,6 @@ def mask_explorer_data(
         coverage=masks_to_grid(context_idx, (H, W)).float().mean(dim=0),
         target_coverage=in_target.float().mean(dim=0),
     )
-    return out
 
 
 def format_stats(data: dict) -> str:
@@ -262,28 +280,7 @@ def mask_explorer(images: Tensor | None = None, *, n_show: int = 4, batch_size: 
     if images is not None and (not isinstance(images, Tensor) or images.ndim != 4 or len(images) < n_show):
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images {shape} must be a tensor [B, C, H, W] with B >= n_show={n_show}")
-    style = dict(description_width="110px")
-    layout = w.Layout(width="460px")
-    common = dict(continuous_update=False, style=style, layout=layout)
-    controls = dict(
-        target_scale=w.FloatRangeSlider(
-            value=(0.15, 0.2), min=0.02, max=0.6, step=0.01, description=LABELS["target_scale"], **common
-        ),
-        target_aspect=w.FloatRangeSlider(
-            value=(0.75, 1.5), min=0.2, max=4.0, step=0.05, description=LABELS["target_aspect"], **common
-        ),
-        n_targets=w.IntSlider(value=4, min=1, max=8, description=LABELS["n_targets"], **common),
-        context_scale=w.FloatRangeSlider(
-            value=(0.85, 1.0), min=0.2, max=1.0, step=0.01, description=LABELS["context_scale"], **common
-        ),
-        grid=w.IntSlider(value=7, min=2, max=16, description=LABELS["grid"], **common),
-        strategy=w.Dropdown(
-            options=list(STRATEGIES), value="multi-block", description=LABELS["strategy"], style=style
-        ),
-        draw=w.BoundedIntText(
-            value=seed, min=0, max=10**9, description="draw #", style=style, layout=w.Layout(width="200px")
-        ),
-    )
+    controls = _controls(w, seed)
 
     def update(
         target_scale, target_aspect, n_targets, context_scale, grid, strategy="multi-block", draw=seed
@@ -311,3 +308,30 @@ def mask_explorer(images: Tensor | None = None, *, n_show: int = 4, batch_size: 
     widget.children = (*widget.children[:-1], resample, widget.children[-1])
     widget.children[-1].layout.height = "660px"
     return widget
+
+
+def _controls(w, seed: int) -> dict:
+    """The explorer's sliders, dropdown and draw number, keyed by `mask_explorer_data`'s argument names."""
+    style = dict(description_width="110px")
+    layout = w.Layout(width="460px")
+    common = dict(continuous_update=False, style=style, layout=layout)
+    controls = dict(
+        target_scale=w.FloatRangeSlider(
+            value=(0.15, 0.2), min=0.02, max=0.6, step=0.01, description=LABELS["target_scale"], **common
+        ),
+        target_aspect=w.FloatRangeSlider(
+            value=(0.75, 1.5), min=0.2, max=4.0, step=0.05, description=LABELS["target_aspect"], **common
+        ),
+        n_targets=w.IntSlider(value=4, min=1, max=8, description=LABELS["n_targets"], **common),
+        context_scale=w.FloatRangeSlider(
+            value=(0.85, 1.0), min=0.2, max=1.0, step=0.01, description=LABELS["context_scale"], **common
+        ),
+        grid=w.IntSlider(value=7, min=2, max=16, description=LABELS["grid"], **common),
+        strategy=w.Dropdown(
+            options=list(STRATEGIES), value="multi-block", description=LABELS["strategy"], style=style
+        ),
+        draw=w.BoundedIntText(
+            value=seed, min=0, max=10**9, description="draw #", style=style, layout=w.Layout(width="200px")
+        ),
+    )
+    return controls
