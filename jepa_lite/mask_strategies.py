@@ -130,12 +130,11 @@ def official_collator_sample(
     _check_int("max_tries", max_tries, 1)
     target_hw = _official_size((H, W), g["target_scale"], g["target_aspect"], generator)
     context_hw = _official_size((H, W), g["context_scale"], g["context_aspect"], generator)
+    tries = dict(min_keep=min_keep, max_tries=max_tries, generator=generator)
     contexts, targets = [], []
     for _ in range(batch_size):
-        targets.append(
-            [_official_block((H, W), target_hw, min_keep, max_tries, generator) for _ in range(n_targets)]
-        )
-        contexts.append(_official_context((H, W), context_hw, targets[-1], min_keep, max_tries, generator))
+        targets.append([_official_block((H, W), target_hw, **tries) for _ in range(n_targets)])
+        contexts.append(_official_context((H, W), context_hw, targets[-1], **tries))
     kc = min(len(c) for c in contexts)
     kt = min(len(t) for ts in targets for t in ts)
     context_idx = torch.stack([c[:kc] for c in contexts])  # flaw: raster truncation
@@ -163,7 +162,7 @@ def _official_mask(grid: tuple[int, int], hw: tuple[int, int], generator) -> Ten
     return mask
 
 
-def _official_block(grid, hw, min_keep: int, max_tries: int, generator) -> Tensor:
+def _official_block(grid, hw, *, min_keep: int, max_tries: int, generator) -> Tensor:
     """The patch indices of one target block of more than `min_keep` patches, after at most `max_tries`."""
     for _ in range(max_tries):
         mask = _official_mask(grid, hw, generator)

@@ -70,9 +70,9 @@ RECIPES: dict[str, Recipe] = {
         ("method.name=invariant", "optim.epochs=21"),
         about="invariant joint-embedding (InfoNCE) on two random crops of each image",
     ),
-    # The best JEPA of the `beyond_ijepa` screen (notebook 10): I-JEPA with a faster EMA and a 1-deep predictor,
-    # whose step costs 0.61 of the 3-deep one's (results/beyond_ijepa_step_seconds.json), so 24 / 0.61 epochs
-    # fit the I-JEPA checkpoint's CPU time: eight times the screened row's 4.9.
+    # The best JEPA of the `beyond_ijepa` screen (notebook 10): I-JEPA with a faster EMA and a 1-deep
+    # predictor, whose step costs 0.61 of the 3-deep one's (results/beyond_ijepa_step_seconds.json), so
+    # 24 / 0.61 epochs fit the I-JEPA checkpoint's CPU time: eight times the screened row's 4.9.
     "ijepa_tuned": Recipe(
         ("optim.ema=[0.99,0.999]", "model.predictor_depth=1", "optim.epochs=39.2"),
         about="I-JEPA tuned at course scale: EMA 0.99 -> 0.999 and a 1-deep predictor, at I-JEPA's CPU time",

@@ -94,7 +94,7 @@ def render_shapes(
     background = 0.12 * torch.rand(n, 1, 3, generator=g)  # dark
 
     active, r_kept, c_kept = _place(centre, radius, want)
-    ids, areas, centroids = _rasterise(kind, active, r_kept, c_kept, size)
+    ids, areas, centroids = _rasterise(kind, active, radii=r_kept, centres=c_kept, size=size)
     palette = torch.cat([background, colour], 1)  # [n, 1 + k_max, 3]
     pixels = palette.gather(1, ids.long().view(n, -1, 1).expand(-1, -1, 3))  # [n, S*S, 3]
     images = (pixels * 255).round().to(torch.uint8).transpose(1, 2).reshape(n, 3, size, size).contiguous()
@@ -126,12 +126,12 @@ def _place(centre: Tensor, radius: Tensor, want: Tensor) -> tuple[Tensor, Tensor
     return active, r_kept, c_kept
 
 
-def _rasterise(kind: Tensor, active: Tensor, r_kept: Tensor, c_kept: Tensor, size: int):
+def _rasterise(kind: Tensor, active: Tensor, *, radii: Tensor, centres: Tensor, size: int):
     """Rasterise each placed object once (only its own kind) into an object-id map [n, S, S] (0 = background,
     slot + 1 elsewhere); also each object's area [n, k_max] and pixel centroid [n, k_max, 2]."""
     n, k_max = active.shape
     img_i, slot = active.nonzero(as_tuple=True)  # [m]
-    obj_kind, obj_r, obj_c = kind[img_i, slot], r_kept[img_i, slot], c_kept[img_i, slot]
+    obj_kind, obj_r, obj_c = kind[img_i, slot], radii[img_i, slot], centres[img_i, slot]
     pix = torch.arange(size, dtype=torch.float32) + 0.5  # pixel centres
     ids = torch.zeros(n, size, size)  # float: index_add_ of float is the fast path
     areas, centroids = torch.zeros(n, k_max), torch.zeros(n, k_max, 2)
