@@ -205,3 +205,24 @@ def test_gap_figure_draws_each_row_and_each_cause_in_its_verdict_colour():
     assert [t.get_text() for t in right.get_yticklabels()] == ["a", "b"]
     with pytest.raises(ValueError, match="no row"):
         viz.plot_gap({}, effects)
+
+
+def test_screen_draws_each_row_once_per_metric_with_references_and_the_highlight():
+    rows = [
+        {"name": "I-JEPA", "n": 2, "linear_probe": {"mean": 84.7, "std": 0.2}, "knn": {"mean": 79.2, "std": 0.1}},
+        {"name": "MAE, same time", "n": 2, "linear_probe": {"mean": 86.3, "std": 0.0}, "knn": {"mean": 83.4, "std": 0.0}},
+        {"name": "not run", "n": 0},
+    ]  # fmt: skip
+    fig = viz.plot_screen(rows, references={"raw pixels": {"linear_probe": 84.7, "knn": 85.7}})
+    for ax, metric in zip(fig.axes, ("linear_probe", "knn")):
+        bars = ax.patches
+        assert [b.get_width() for b in bars] == [rows[0][metric]["mean"], rows[1][metric]["mean"]]
+        assert bars[0].get_y() > bars[1].get_y()  # the first row on top
+        assert bars[0].get_facecolor() != bars[1].get_facecolor()  # MAE highlighted
+        assert [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--"] == [
+            {"linear_probe": 84.7, "knn": 85.7}[metric]
+        ]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["I-JEPA (2)", "MAE, same time (2)"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="rows is empty"):
+        viz.plot_screen([rows[2]])

@@ -27,6 +27,7 @@ from .results import (
     plot_gap,
     plot_nuisance,
     plot_probe_bars,
+    plot_screen,
     spread_labels,
 )
 from .training import (
@@ -73,4 +74,5 @@ __all__ = [
     "plot_accuracy_vs_compute",
     "plot_nuisance",
     "plot_gap",
+    "plot_screen",
 ]

@@ -1,5 +1,5 @@
-"""Plots of results: probe accuracies, the experiment grid, accuracy against training compute, and accuracy
-against the strength of label-irrelevant detail."""
+"""Plots of results: probe accuracies, the experiment grid and one group of it against references, accuracy
+against training compute, and accuracy against the strength of label-irrelevant detail."""
 
 from __future__ import annotations
 
@@ -254,5 +254,46 @@ def plot_gap(
     labels = [*VERDICT_COLORS, *(PROBE_NAMES.get(m, m) for m in metrics)]
     right.legend(handles, labels, fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     right.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def plot_screen(
+    rows: Sequence[Mapping],
+    metrics: Sequence[str] = ("linear_probe", "knn"),
+    *,
+    references: Mapping[str, Mapping[str, float]] | None = None,
+    highlight: str = "MAE",
+    title: str | None = None,
+) -> Figure:
+    """One panel per metric: a horizontal bar per row of a grid group (`tables.summarize` format: mean and
+    std over seeds, the first row on top), rows whose name starts with `highlight` in another colour, and a
+    dashed vertical line per entry of `references` ({label: {metric: accuracy}}, e.g. raw pixels)."""
+    rows = [r for r in rows if all(m in r for m in metrics)]
+    if not rows:
+        raise ValueError("rows is empty; pass the rows of a summary group that have been run")
+    y = np.arange(len(rows))[::-1]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 + 2.8 * len(metrics), 0.42 * len(rows) + 1.2),
+                             sharey=True, squeeze=False)  # fmt: skip
+    for ax, metric in zip(axes[0], metrics):
+        means = np.array([r[metric]["mean"] for r in rows])
+        colors = ["tab:orange" if r["name"].startswith(highlight) else "tab:blue" for r in rows]
+        ax.barh(y, means, xerr=[r[metric]["std"] for r in rows], color=colors, alpha=0.85, capsize=2)
+        for yi, m, r in zip(y, means, rows):
+            ax.text(m + r[metric]["std"], yi, f" {m:.1f}", va="center", fontsize=7)
+        for k, (label, values) in enumerate((references or {}).items()):
+            ax.axvline(
+                values[metric], ls="--", lw=1, color=f"C{k + 2}", label=f"{label} {values[metric]:.1f}"
+            )
+        lo = min([*means, *(v[metric] for v in (references or {}).values())])
+        ax.set_xlim(lo - 4, max([*means, *(v[metric] for v in (references or {}).values())]) + 2)
+        ax.set_title(PROBE_NAMES.get(metric, metric), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        if references:
+            ax.legend(fontsize=7, frameon=False, loc="lower right")
+    axes[0, 0].set_yticks(y, [f"{r['name']} ({r['n']})" for r in rows], fontsize=7)
+    fig.supxlabel("accuracy (%), mean over seeds (their number in brackets), bars: std", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
