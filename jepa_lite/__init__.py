@@ -1,18 +1,18 @@
 """jepa_lite: a small, readable I-JEPA (Assran et al., CVPR 2023) with MAE and an invariant baseline.
 
-Modules, one concept each, in the order one training step reads them:
+Layers, bottom up, each importing only from the ones before it (tests/test_layout.py checks it); the three
+that matter are core/, lab/ and cluster/:
 
-- the I-JEPA path: registry (valid names), config, fashion_mnist / shapes / image_folders / data (datasets),
-  nuisance (label-free background detail), masks and mask_strategies (multi-block and the other maskings),
-  collate (the `Batch`), models (ViT encoder, predictor), ema, sigreg (LeJEPA's regulariser), methods
-  (IJEPA, MAE, Invariant, LeJEPA), schedules, build (config -> parts), flops, batches (the global-batch
-  contract), steplog, train (the one loop), features and evaluate (frozen features, probes);
-- the course's lab: experiments, grid, tables, gap (the experiment grid and why MAE leads), pretrained and
-  retrain (the course checkpoints), decoder and blue_box (what the predictor knows, drawn), collapse_lab
-  (what keeps a JEPA from collapse, watched in a minute);
-- running on a cluster: checkpoint, preempt, runlock (resume, preemption, one run per folder), protocols,
-  feature_store, sgd_probe, protocol_eval (the paper's evaluation with every process of a job);
-- drawing and interop: viz/, widgets/, diagrams, interop/ (official and Hugging Face checkpoints).
+- registry (every valid name) and data/ (the datasets: Fashion-MNIST, ShapesWorld, image folders, CIFAR-10,
+  STL-10, label-irrelevant nuisance detail);
+- core/, the I-JEPA path a learner reads in one sitting: masks, collate, models, ema, methods, schedules, the
+  one training loop (train) and the probes (features, evaluate), with the plumbing the loop needs;
+- cluster/, what a long run on many GPUs needs: checkpoints, preemption, one run per folder (plugged into the
+  core's loop as `RunFolder`), and the paper's evaluation with every process of a job;
+- lab/, the course's experiments: the grid and its tables, why MAE leads here, the course checkpoints and
+  their retraining, the blue-box decoder, the collapse lab;
+- beside them, drawing and interop: viz/, widgets/, diagrams, interop/ (official and Hugging Face
+  checkpoints).
 """
 
 from __future__ import annotations

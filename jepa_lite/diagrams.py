@@ -3,7 +3,7 @@
     from jepa_lite.diagrams import plot_ijepa_architecture
     plot_ijepa_architecture(image, context_idx, target_idx, grid=7);   # with one real image and its masks
 
-Boxes are the networks of `jepa_lite.methods.IJEPA` (context encoder, predictor, EMA target encoder); arrows
+Boxes are the networks of `core.methods.IJEPA` (context encoder, predictor, EMA target encoder); arrows
 are the tensors between them, labelled with their shapes for a batch of B images, Kc context patches, M target
 blocks of Kt patches each, width D (predictor width Dp).
 """
@@ -81,7 +81,7 @@ def plot_ijepa_architecture(
         if context_idx is None or target_idx is None or grid is None:
             raise ValueError("pass context_idx, target_idx and grid with image, to draw its masks")
         inset = fig.add_axes((0.005, 0.3, 0.14, 0.34))
-        _draw_masks(inset, image, context_idx, target_idx, grid, title="image x")
+        _draw_masks(inset, image, context_idx, target_idx, grid=grid, title="image x")
     else:
         _box(ax, (0.075, 0.5), "image x\n(patches)", "white", w=0.12, h=0.2)
 

@@ -16,7 +16,7 @@ TRAIN_SIZES = {
 }
 DATASETS = tuple(TRAIN_SIZES)
 
-# pretraining methods (jepa_lite.methods.METHODS) and what each needs of the batch unless the user says
+# pretraining methods (jepa_lite.core.methods.METHODS) and what each needs of the batch unless the user says
 # otherwise: MAE masks 75% of the patches at random, as in the MAE paper; I-JEPA with SIGReg takes its
 # targets from the context encoder itself, with gradients (no EMA teacher)
 METHODS = ("ijepa", "mae", "invariant", "lejepa", "ijepa_sigreg")
@@ -35,17 +35,17 @@ METHOD_PRESETS = {
     "ijepa_sigreg": ("method.target_mode=online",),
 }
 
-# mask strategies (jepa_lite.collate.COLLATORS) and how contexts of different sizes share a batch
+# mask strategies (jepa_lite.core.collate.COLLATORS) and how contexts of different sizes share a batch
 MASK_STRATEGIES = ("multiblock", "random", "block", "rasterized")
 CONTEXT_FILLS = ("subsample", "pad", "fixed")
 
-# label-irrelevant detail drawn into the background (jepa_lite.nuisance)
+# label-irrelevant detail drawn into the background (jepa_lite.data.nuisance)
 NUISANCE_KINDS = ("noise", "stripes")
 
 # accelerate's mixed-precision modes, plus 'auto' (bf16 where the GPU has it, else full precision)
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 
-# the smaller choices of the method and model sections (jepa_lite.methods, jepa_lite.models)
+# the smaller choices of the method and model sections (jepa_lite.core.methods, jepa_lite.core.models)
 LOSSES = ("smooth_l1", "l2")
 TARGET_MODES = ("ema", "online_stopgrad", "online")
 PIXEL_DECODES = ("joint", "per_block")

@@ -49,9 +49,9 @@ def fake_imagenet(root: Path, n: int) -> None:
 
 
 def run_folder(path: Path, model: str) -> None:
-    from jepa_lite.build import build_encoder
-    from jepa_lite.checkpoint import export_weights
-    from jepa_lite.config import config_to_dict, load_config
+    from jepa_lite.core.build import build_encoder
+    from jepa_lite.core.config import config_to_dict, load_config
+    from jepa_lite.core.weights import export_weights
 
     cfg = load_config("in1k_vitb16_ep600", [f"model.name={model}"])
     path.mkdir(parents=True)

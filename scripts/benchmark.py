@@ -11,10 +11,10 @@
 comparison) in this process: a few warm-up calls, then `--repeats` timed repeats of a few calls each; the
 figure is the median. DataLoader workers run torch with one thread; pass `--threads 1` to match them.
 
-`step` builds the method of a packaged config with `jepa_lite.build.build_method` and times full optimizer
+`step` builds the method of a packaged config with `core.build.build_method` and times full optimizer
 steps (forward, backward, fused AdamW on CUDA, EMA update) on synthetic images with real multi-block masks on
 the present device (CUDA if available): images/s and step time (medians), peak CUDA memory, and MFU from the
-analytic FLOPs of `jepa_lite.flops` at the Kc/Kt actually drawn (real tokens: padding is not model work).
+analytic FLOPs of `jepa_lite.core.flops` at the Kc/Kt actually drawn (real tokens: padding is not model work).
 `--fill fixed` gives every step the same shapes (`mask.context_fill=fixed`), so `--compile` compiles once.
 `--reference` also times, in the same process, a plain ViT of the same size training on whole images
 (forward, backward and the same optimizer; no masks, no predictor, no EMA) and reports the I-JEPA step's MFU
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import torch
 
-from jepa_lite.collate import Batch, make_collator
-from jepa_lite.mask_strategies import official_collator_sample
+from jepa_lite.core.collate import Batch, make_collator
+from jepa_lite.core.mask_strategies import official_collator_sample
 
 STRATEGIES = ["multiblock", "random", "block", "rasterized", "official"]
 # `step --model` -> the packaged config whose method is timed.
@@ -105,9 +105,9 @@ def bench_masks(args: argparse.Namespace) -> list[dict]:
 
 def _step_parts(args: argparse.Namespace):
     """(config, device, method, collator, optimizer, images) of the model `args.model`, ready to step."""
-    from jepa_lite.build import build_collator, build_method
-    from jepa_lite.config import load_config
-    from jepa_lite.schedules import param_groups
+    from jepa_lite.core.build import build_collator, build_method
+    from jepa_lite.core.config import load_config
+    from jepa_lite.core.schedules import param_groups
 
     if args.batch < 1 or args.steps < 1 or args.warmup < 0:
         raise ValueError(f"--batch {args.batch} and --steps {args.steps} must be >= 1, --warmup >= 0")
@@ -119,7 +119,7 @@ def _step_parts(args: argparse.Namespace):
     method = build_method(cfg).to(device)
     collator = build_collator(cfg, method.eval_encoder.grid)
     optimizer = torch.optim.AdamW(param_groups(method), lr=1e-4, fused=device.type == "cuda")
-    if args.compile:  # as jepa_lite.train does: one static compile for fixed shapes, else dynamic
+    if args.compile:  # as jepa_lite.core.train does: one static compile for fixed shapes, else dynamic
         method.compile(dynamic=args.fill != "fixed")
     method.train()
     size, in_chans = cfg.data.image_size, method.eval_encoder.in_chans
@@ -129,7 +129,7 @@ def _step_parts(args: argparse.Namespace):
 
 def _time_steps(args: argparse.Namespace, device, method, collator, optimizer, images) -> dict:
     """Warm-up then timed optimizer steps on fresh masks: {times, kc, kt, kc_shape, n_targets}."""
-    from jepa_lite.models import attention_kernels
+    from jepa_lite.core.models import attention_kernels
 
     cuda = device.type == "cuda"
     gen = torch.Generator().manual_seed(0)
@@ -185,10 +185,10 @@ def _print_step(head: str, t: dict, median: float, flops: float, util, peak, bat
 
 def bench_step(args: argparse.Namespace) -> list[dict]:
     """Images/s, median step time, peak CUDA memory and MFU of I-JEPA training steps of one model."""
-    from jepa_lite.flops import ijepa_step_flops, mfu
+    from jepa_lite.core.flops import ijepa_step_flops, mfu
 
     cfg, device, method, collator, optimizer, images = _step_parts(args)
-    t = _time_steps(args, device, method, collator, optimizer, images)
+    t = _time_steps(args, device, method, collator, optimizer=optimizer, images=images)
     cuda = device.type == "cuda"
     median = statistics.median(t["times"])
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
@@ -198,7 +198,7 @@ def bench_step(args: argparse.Namespace) -> list[dict]:
     fields = dict(model=args.model, batch=args.batch, precision=args.precision, compile=args.compile,
                   fill=args.fill, cudnn_attention=args.cudnn_attention, device=name)  # fmt: skip
     head = f"step {args.model} " + " ".join(f"{k}={v}" for k, v in fields.items() if k != "model")
-    _print_step(head, t, median, flops, util, peak, args.batch)
+    _print_step(head, t, median, flops, util=util, peak=peak, batch=args.batch)
     row = dict(
         name=f"step {args.model}", **fields, images_per_s=args.batch / median, median_step_s=median,
         min_step_s=min(t["times"]), max_step_s=max(t["times"]), steps=len(t["times"]), warmup=args.warmup,
@@ -225,9 +225,9 @@ def bench_reference(cfg, args: argparse.Namespace, device: torch.device, in_chan
     """The yardstick of `step --reference`: the config's encoder as a plain ViT classifier (mean-pooled
     tokens,
     a linear head) training on whole images with the same batch, precision, optimizer and compile setting."""
-    from jepa_lite.build import build_encoder
-    from jepa_lite.flops import mfu, plain_vit_step_flops
-    from jepa_lite.models import attention_kernels
+    from jepa_lite.core.build import build_encoder
+    from jepa_lite.core.flops import mfu, plain_vit_step_flops
+    from jepa_lite.core.models import attention_kernels
 
     torch.manual_seed(0)
     encoder = build_encoder(cfg, in_chans)
@@ -299,7 +299,7 @@ def bench_context(args: argparse.Namespace) -> list[dict]:
     """Notebook 02's measurement: one forward of a ViT-Small-width encoder (384 wide, 6 deep, 16x16 grid of
     4-px patches, batch 16) on K of its 256 patch tokens, for K from an eighth to all;
     median ms over `--repeats`."""
-    from jepa_lite.models import ViTEncoder
+    from jepa_lite.core.models import ViTEncoder
 
     torch.manual_seed(0)
     encoder = ViTEncoder(img_size=64, patch_size=4, in_chans=3, embed_dim=384, depth=6, num_heads=6).eval()
@@ -375,7 +375,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     step.add_argument(
         "--cudnn-attention",
         action="store_true",
-        help="let PyTorch pick cuDNN's attention (its default on Hopper), which jepa_lite.train avoids",
+        help="let PyTorch pick cuDNN's attention (its default on Hopper), which jepa_lite.core.train avoids",
     )
     step.add_argument(
         "--profile",

@@ -15,9 +15,9 @@ matplotlib.use("Agg")
 
 import torch  # noqa: E402
 
+from jepa_lite.core.masks import sample_masks  # noqa: E402
 from jepa_lite.data import build_dataset  # noqa: E402
 from jepa_lite.diagrams import plot_ijepa_architecture  # noqa: E402
-from jepa_lite.masks import sample_masks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

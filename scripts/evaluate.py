@@ -33,12 +33,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
+from jepa_lite.cluster.protocols import list_protocols, load_protocol
+from jepa_lite.core.evaluate import PROBE_VERSION, evaluate_features, low_shot_indices
+from jepa_lite.core.features import extract_features
+from jepa_lite.core.models import count_parameters
 from jepa_lite.data import DATASETS, build_dataset, dataset_info
-from jepa_lite.evaluate import PROBE_VERSION, evaluate_features, low_shot_indices
-from jepa_lite.features import extract_features
 from jepa_lite.interop import load_encoder, set_image_size_
-from jepa_lite.models import count_parameters
-from jepa_lite.protocols import list_protocols, load_protocol
 
 METRICS = ("linear_probe", "knn", "low_shot", "rankme")
 
@@ -154,7 +154,7 @@ def run_protocol(args: argparse.Namespace) -> dict | None:
     """--protocol: extract with every process (accelerate), probe on the main one; see protocol_eval.py."""
     from accelerate import Accelerator
 
-    from jepa_lite.protocol_eval import evaluate_run, weights_file
+    from jepa_lite.cluster.protocol_eval import evaluate_run, weights_file
 
     try:
         protocol = load_protocol(args.protocol)

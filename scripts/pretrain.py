@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrain I-JEPA (or MAE / the invariant baseline) with jepa_lite.train, then probe the encoder.
+"""Pretrain I-JEPA (or MAE / the invariant baseline) with jepa_lite.core.train, then probe the encoder.
 
     python scripts/pretrain.py                          # fmnist_vit_tiny on CPU, 6-11 minutes
     python scripts/pretrain.py --method mae optim.epochs=2   # dotted overrides after the flags
@@ -22,7 +22,7 @@ from pathlib import Path
 
 T_START = time.perf_counter()  # the total wall time printed at the end counts imports and data loading too
 
-from jepa_lite.config import (  # noqa: E402
+from jepa_lite.core.config import (  # noqa: E402
     apply_overrides,
     check_config,
     config_to_dict,
@@ -92,8 +92,8 @@ def resolve_config(args: argparse.Namespace):
 
 def dry_run(cfg, world_size: int) -> dict:
     """Derived per-device batch, accumulation and step counts, without touching data or devices."""
-    from jepa_lite.batches import split_global_batch
-    from jepa_lite.build import total_steps_of
+    from jepa_lite.core.batches import split_global_batch
+    from jepa_lite.core.build import total_steps_of
 
     if world_size < 1:
         raise ValueError(f"--world-size {world_size} must be at least 1")
@@ -132,20 +132,22 @@ def main(argv: list[str] | None = None) -> dict | None:
             raise FileNotFoundError(
                 f"--resume {args.resume}: no such checkpoint folder (or use --resume auto)"
             )
-        from jepa_lite.build import build_train_set
+        from jepa_lite.core.build import build_train_set
 
         dataset = build_train_set(cfg)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
 
-    from jepa_lite.build import make_accelerator
-    from jepa_lite.preempt import REQUEUE_STATUS, Preempted
-    from jepa_lite.runlock import RunFolderInUse, RunLock
-    from jepa_lite.train import train
+    from jepa_lite.cluster.preempt import REQUEUE_STATUS, Preempted
+    from jepa_lite.cluster.run_folder import RunFolder
+    from jepa_lite.cluster.runlock import RunFolderInUse, RunLock
+    from jepa_lite.core.build import make_accelerator
+    from jepa_lite.core.train import train
 
-    # The script parses and hands over: train() takes the run folder's lock, resolves --resume auto and
-    # writes config.yaml; this script only makes the accelerator (to say where the run goes) and, once the
-    # loop has returned, holds the lock again while it exports the weights and probes them.
+    # The script parses and hands over: train() opens the RunFolder, which takes the run folder's lock,
+    # resolves --resume auto and writes config.yaml; this script only makes the accelerator (to say where the
+    # run goes) and, once the loop has returned, holds the lock again while it exports the weights and probes
+    # them.
     run_dir = Path(cfg.out_dir) / cfg.name
     acc = make_accelerator(cfg)
     if acc.is_main_process:
@@ -156,8 +158,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         )
     t0 = time.perf_counter()
     try:
-        kw = dict(resume=args.resume, accelerator=acc, progress=not args.quiet)
-        result = train(cfg, dataset=dataset, run_dir=run_dir, **kw)
+        folder = RunFolder(run_dir, resume=args.resume)
+        result = train(cfg, dataset=dataset, hooks=folder, accelerator=acc, progress=not args.quiet)
     except RunFolderInUse as e:  # a live run in the same folder: refused before anything was written
         parser.error(str(e))
     except Preempted as e:  # a checkpoint is written: the scheduler may requeue the job, which resumes it
@@ -169,17 +171,17 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     try:
         with RunLock(run_dir):
-            return _finish(args, cfg, acc, run_dir, result, train_s)
+            return _finish(args, cfg, acc, run_dir, result=result, train_s=train_s)
     except RunFolderInUse as e:
         parser.error(str(e))
 
 
 def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
     """Export the weights, probe the trained and the initial encoder, write and print results.json."""
-    from jepa_lite.build import build_split
-    from jepa_lite.checkpoint import export_weights
-    from jepa_lite.evaluate import PROBE_VERSION, evaluate_features
-    from jepa_lite.features import pixel_features
+    from jepa_lite.core.build import build_split
+    from jepa_lite.core.evaluate import PROBE_VERSION, evaluate_features
+    from jepa_lite.core.features import pixel_features
+    from jepa_lite.core.weights import export_weights
 
     meta = {"config": json.dumps(config_to_dict(cfg))}
     export_weights(result.method.eval_encoder, run_dir / "target_encoder.safetensors", meta)
@@ -211,7 +213,9 @@ def _finish(args, cfg, acc, run_dir: Path, result, train_s: float) -> dict:
         print(f"probing the trained target encoder ({what})", flush=True)
         print("probing the same encoder at initialisation (the control: what training added)", flush=True)
         encoder, both = result.method.eval_encoder, dict(side_by_side=args.side_by_side)
-        trained, results["init"] = _probe_trained_and_init(cfg, encoder, train_set, test_set, probe, **both)
+        trained, results["init"] = _probe_trained_and_init(
+            cfg, encoder, train_set, test_set, probe=probe, **both
+        )
         results.update(trained)
         if args.pixels:
             results["pixels"] = evaluate_features(
@@ -235,9 +239,9 @@ def _probe_init(cfg_dict: dict, probe: dict, threads: int) -> dict:
     """Probes of the encoder at initialisation, in a process of its own (see `_probe_trained_and_init`)."""
     import torch
 
-    from jepa_lite.build import build_split, initial_encoder
-    from jepa_lite.config import config_from_dict
-    from jepa_lite.evaluate import evaluate_encoder
+    from jepa_lite.core.build import build_split, initial_encoder
+    from jepa_lite.core.config import config_from_dict
+    from jepa_lite.core.evaluate import evaluate_encoder
 
     torch.set_num_threads(threads)
     cfg = config_from_dict(cfg_dict)
@@ -260,8 +264,8 @@ def _probe_trained_and_init(
 
     import torch
 
-    from jepa_lite.build import initial_encoder
-    from jepa_lite.evaluate import evaluate_encoder
+    from jepa_lite.core.build import initial_encoder
+    from jepa_lite.core.evaluate import evaluate_encoder
 
     threads = torch.get_num_threads()
     if not side_by_side or str(probe["device"]) != "cpu" or threads < 2:

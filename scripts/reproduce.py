@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run the course's experiment grid (jepa_lite.experiments.GROUPS) and write results/: one JSON per run,
+"""Run the course's experiment grid (jepa_lite.lab.experiments.GROUPS) and write results/: one JSON per run,
 summary.json, summary.md and summary.png. Runs already done are skipped and a killed run resumes from its
 last checkpoint, so the grid can be spread over several days.
 
@@ -13,7 +13,7 @@ last checkpoint, so the grid can be spread over several days.
     python scripts/reproduce.py --groups course_checkpoints                      # retrain the shipped ones
     python scripts/reproduce.py --groups course_checkpoints --checkpoints ijepa  # one of them
 
-`course_checkpoints` is not a table of the grid: it retrains jepa_lite/checkpoints/ (jepa_lite.pretrained),
+`course_checkpoints` is not a table of the grid: it retrains jepa_lite/checkpoints/ (lab.pretrained),
 probing snapshots at 1/8, 1/4, 1/2 and all of each budget (hours on a CPU, minutes on a GPU), times the three
 recipes' steps side by side (step_seconds.json beside the weights) and draws results/accuracy_vs_compute.png
 on that one clock.
@@ -27,10 +27,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from jepa_lite import experiments as ex
-from jepa_lite import grid, pretrained, retrain, tables
+from jepa_lite.lab import experiments as ex
+from jepa_lite.lab import grid, pretrained, retrain, tables
 
-COURSE = "course_checkpoints"  # retrains the shipped checkpoints (jepa_lite.pretrained), not a grid table
+COURSE = "course_checkpoints"  # retrains the shipped checkpoints (jepa_lite.lab.pretrained), not a grid table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,11 +217,11 @@ def plot_summary(summary: dict, path: Path) -> None:
 
 
 def plot_why(summary: dict, path: Path) -> None:
-    """The figure of notebook 06's section 2 (`jepa_lite.gap`), once the rows that split the gap have run."""
+    """The figure of notebook 06's section 2 (`lab.gap`), once the rows that split the gap have run."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from jepa_lite import gap
+    from jepa_lite.lab import gap
     from jepa_lite.viz import plot_gap
 
     if gap.split_rows(summary):
@@ -229,7 +229,7 @@ def plot_why(summary: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    from jepa_lite.preempt import REQUEUE_STATUS, Preempted
+    from jepa_lite.cluster.preempt import REQUEUE_STATUS, Preempted
 
     try:
         main()

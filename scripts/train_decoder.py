@@ -5,11 +5,11 @@ the predictor's sketches hold.
     python scripts/train_decoder.py            # ~20 CPU min: checkpoints/ijepa_decoder.*, results/blue_box.*
     python scripts/train_decoder.py --quick    # a few steps, into --out (checks the script)
 
-Two decoders are trained the same way (`jepa_lite.decoder.fit_decoder`, same steps and seed): one on the
+Two decoders are trained the same way (`jepa_lite.lab.decoder.fit_decoder`, same steps and seed): one on the
 shipped `ijepa` checkpoint's frozen target encoder, and one on the *same network at initialisation*, the
 control that shows what I-JEPA training put into the representations. Then, on a fixed set of test images,
 each box is filled from the predictor, from the true target representation (ceiling) and from a shuffled
-context (floor) (`jepa_lite.blue_box.fill_in_scores`), judged by pixel error inside the box and by a linear
+context (floor) (`lab.blue_box.fill_in_scores`), judged by pixel error inside the box and by a linear
 probe of the trained target encoder fit on clean training images. Each evaluation is repeated over a few
 mask-and-sample seeds so the spread is on record. Writes the decoder (safetensors, float32) and its card,
 results/blue_box.json and the figure results/blue_box.png.
@@ -27,11 +27,11 @@ import torch
 from safetensors.torch import save_file
 from torch.utils.data import Subset
 
-from jepa_lite import blue_box, pretrained
-from jepa_lite.build import build_method
-from jepa_lite.config import config_from_dict
+from jepa_lite.core.build import build_method
+from jepa_lite.core.config import config_from_dict
 from jepa_lite.data import build_dataset
-from jepa_lite.decoder import BlockDecoder, fit_decoder
+from jepa_lite.lab import blue_box, pretrained
+from jepa_lite.lab.decoder import BlockDecoder, fit_decoder
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = blue_box.DECODER_COMMAND
@@ -65,7 +65,9 @@ def make_decoder(method) -> BlockDecoder:
 
 def scores_over_seeds(decoder, method, images, labels, classify, seeds: int, sources) -> dict:
     runs = [
-        blue_box.fill_in_scores(decoder, method, images, labels, classify, seed=1000 * s, sources=sources)
+        blue_box.fill_in_scores(
+            decoder, method, images, labels, classify=classify, seed=1000 * s, sources=sources
+        )
         for s in range(seeds)
     ]
     out = {}
@@ -120,13 +122,19 @@ def score(args: argparse.Namespace, decoders: dict, methods: dict, train_set, te
     sources = {"trained": blue_box.SOURCES, "random init": ("predictor", "target")}
     scores = {
         name: scores_over_seeds(
-            decoders[name], methods[name], images, labels, classify, args.eval_seeds, sources[name]
+            decoders[name],
+            methods[name],
+            images,
+            labels,
+            classify=classify,
+            seeds=args.eval_seeds,
+            sources=sources[name],
         )
         for name in methods
     }
     first = slice(0, CHECK["images"])
     check = blue_box.fill_in_scores(
-        decoders["trained"], trained, images[first], labels[first], classify, seed=CHECK["seed"]
+        decoders["trained"], trained, images[first], labels[first], classify=classify, seed=CHECK["seed"]
     )
     return dict(images=images, clean_acc=clean_acc, scores=scores, check=check)
 
@@ -189,9 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
     test_set = build_dataset("fmnist", train=False, image_size=cfg.data.image_size)
 
     decoders, fit_logs, minutes = fit_decoders(args, methods, train_set)
-    scored = score(args, decoders, methods, train_set, test_set)
+    scored = score(args, decoders, methods, train_set, test_set=test_set)
     weights = save_decoder(
-        args, out, decoders["trained"], fit_logs["trained"], minutes["trained"], scored["check"]
+        args, out, decoders["trained"], fit_logs["trained"], minutes=minutes["trained"], check=scored["check"]
     )
     summary = {
         "command": COMMAND + (" --quick" if args.quick else ""),

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from jepa_lite.config import Config, apply_overrides
+from jepa_lite.core.config import Config, apply_overrides
 
 
 @pytest.fixture

@@ -10,15 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from jepa_lite import fashion_mnist
-from jepa_lite.batches import split_global_batch
-from jepa_lite.build import build_method, total_steps_of
-from jepa_lite.collate import make_collator
-from jepa_lite.config import Config, apply_overrides, check_config, load_config
-from jepa_lite.data import build_dataset
-from jepa_lite.fashion_mnist import read_idx
-from jepa_lite.masks import sample_masks
-from jepa_lite.models import Predictor, ViTEncoder
+from jepa_lite.core.batches import split_global_batch
+from jepa_lite.core.build import build_method, total_steps_of
+from jepa_lite.core.collate import make_collator
+from jepa_lite.core.config import Config, apply_overrides, check_config, load_config
+from jepa_lite.core.masks import sample_masks
+from jepa_lite.core.models import Predictor, ViTEncoder
+from jepa_lite.data import build_dataset, fashion_mnist
+from jepa_lite.data.fashion_mnist import read_idx
 
 GRID = (4, 4)
 
@@ -149,7 +148,7 @@ def test_each_case_expects_its_own_message():
 
 
 def test_nan_in_the_data_stops_at_the_first_step_and_says_so() -> None:
-    from jepa_lite.train import train
+    from jepa_lite.core.train import train
 
     class NaNImages(torch.utils.data.Dataset):
         def __len__(self):

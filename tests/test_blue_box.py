@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from jepa_lite import blue_box, pretrained
-from jepa_lite.build import build_method
-from jepa_lite.config import load_config
-from jepa_lite.decoder import BlockDecoder
-from jepa_lite.evaluate import fit_linear_classifier, linear_probe
-from jepa_lite.models import gather_tokens, patchify
+from jepa_lite.core.build import build_method
+from jepa_lite.core.config import load_config
+from jepa_lite.core.evaluate import fit_linear_classifier, linear_probe
+from jepa_lite.core.models import gather_tokens, patchify
+from jepa_lite.lab import blue_box, pretrained
+from jepa_lite.lab.decoder import BlockDecoder
 
 HAS_FMNIST = Path("/usr/share/datasets/fashion-mnist").is_dir()
 

@@ -1,4 +1,4 @@
-"""Tests of jepa_lite/checkpoint.py: atomic save and prune, resume checks that name the broken file, safe
+"""Tests of jepa_lite/cluster/checkpoint.py: atomic save and prune, resume checks that name the broken file, safe
 loading (no pickled object is ever executed), non-finite weights never saved, and the resume messages of
 scripts/pretrain.py."""
 
@@ -15,16 +15,10 @@ import pytest
 import torch
 from torch import nn
 
-from jepa_lite.build import make_accelerator
-from jepa_lite.checkpoint import (
-    CheckpointError,
-    export_weights,
-    latest_checkpoint,
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
-)
-from jepa_lite.config import Config
+from jepa_lite.cluster.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from jepa_lite.core.build import make_accelerator
+from jepa_lite.core.config import Config
+from jepa_lite.core.weights import WeightsError, export_weights, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +99,7 @@ def test_export_is_atomic_and_load_weights_checks_the_file(tmp_path: Path) -> No
     other = load_weights(nn.Linear(3, 2), path)
     assert torch.equal(other.weight, model.weight)
     path.write_bytes(path.read_bytes()[:-4])
-    with pytest.raises(CheckpointError, match=f"{re.escape(str(path))} is truncated"):
+    with pytest.raises(WeightsError, match=f"{re.escape(str(path))} is truncated"):
         load_weights(nn.Linear(3, 2), path)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         load_weights(nn.Linear(3, 2), tmp_path / "missing.safetensors")
@@ -223,7 +217,7 @@ def test_pickled_code_in_official_or_weights_files_is_refused(tmp_path: Path) ->
             load(official)
     fake = tmp_path / "w.safetensors"  # a pickle under a safetensors name
     fake.write_bytes(pickle.dumps(Payload(marker)))
-    with pytest.raises(CheckpointError, match="not a safetensors file|truncated|corrupt"):
+    with pytest.raises(WeightsError, match="not a safetensors file|truncated|corrupt"):
         load_weights(nn.Linear(2, 2), fake)
     assert not marker.exists()
 
@@ -298,7 +292,7 @@ def test_resume_from_a_broken_checkpoint_stops_the_run(tmp_path: Path) -> None:
 
 
 def test_metrics_rows_cut_short_by_a_crash_are_dropped(tmp_path: Path) -> None:
-    from jepa_lite.steplog import _read_rows
+    from jepa_lite.core.steplog import _read_rows
 
     path = tmp_path / "metrics.csv"
     path.write_text("step,loss\n0,1.5\n1,1.4\n2")

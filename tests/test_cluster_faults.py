@@ -21,11 +21,17 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import Blobs, tiny_config
-from jepa_lite.build import make_accelerator
-from jepa_lite.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, verify_checkpoint
-from jepa_lite.preempt import REQUEUE_STATUS, STOP_FILE, Preempted
-from jepa_lite.runlock import LOCK_FILE, STALE_AFTER, RunFolderInUse, RunLock
-from jepa_lite.train import train
+from jepa_lite.cluster.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    verify_checkpoint,
+)
+from jepa_lite.cluster.preempt import REQUEUE_STATUS, STOP_FILE, Preempted
+from jepa_lite.cluster.run_folder import RunFolder
+from jepa_lite.cluster.runlock import LOCK_FILE, STALE_AFTER, RunFolderInUse, RunLock
+from jepa_lite.core.build import make_accelerator
+from jepa_lite.core.train import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import pretrain  # noqa: E402
@@ -33,9 +39,9 @@ import pretrain  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(tmp_path: Path, name: str, **kw):
+def _run(tmp_path: Path, name: str, resume: str | None = None, **kw):
     cfg = tiny_config("ckpt_every=3", "keep_last=3")  # 8 steps: checkpoints after steps 3, 6 and 8
-    return train(cfg, dataset=Blobs(), run_dir=tmp_path / name, progress=False, **kw)
+    return train(cfg, dataset=Blobs(), hooks=RunFolder(tmp_path / name, resume=resume), progress=False, **kw)
 
 
 def _same_weights(a, b) -> bool:
@@ -67,8 +73,8 @@ def test_a_checkpoint_changed_after_writing_is_skipped_for_the_previous_one(tmp_
     assert "skipping checkpoint ckpt-00000008" in err and "resuming from ckpt-00000006" in err
     with pytest.raises(CheckpointError, match="differs from its manifest's checksum"):
         load_checkpoint(make_accelerator(tiny_config()), newest)  # named explicitly: refused, not replaced
-    resumed = train(tiny_config("ckpt_every=3", "keep_last=3"), dataset=Blobs(), run_dir=tmp_path / "run",
-                    progress=False, resume="auto")  # fmt: skip
+    resumed = train(tiny_config("ckpt_every=3", "keep_last=3"), dataset=Blobs(), hooks=RunFolder(tmp_path / "run", resume="auto"),
+                    progress=False)  # fmt: skip
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
     assert _same_weights(resumed, full)
 
@@ -200,7 +206,7 @@ def test_pretrain_exits_75_on_preemption_and_resumes_to_the_uninterrupted_weight
 
 HOLDER = """
 import sys, time
-from jepa_lite.runlock import RunLock
+from jepa_lite.cluster.runlock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(600)
@@ -296,4 +302,4 @@ def test_the_lock_has_one_holder_even_within_one_process(tmp_path):
             RunLock(tmp_path / "run").acquire()
     assert not (tmp_path / "run" / LOCK_FILE).exists()
     with pytest.raises(RunFolderInUse, match=f"in use by process {os.getpid()}"), RunLock(tmp_path / "run"):
-        train(tiny_config(), dataset=Blobs(), run_dir=tmp_path / "run", progress=False)
+        train(tiny_config(), dataset=Blobs(), hooks=RunFolder(tmp_path / "run"), progress=False)

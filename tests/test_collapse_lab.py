@@ -4,8 +4,8 @@ defines the targets, after the steps asked for and after the last one."""
 import pytest
 
 from conftest import Blobs
-from jepa_lite.collapse_lab import LAB, monitors, run_lab
-from jepa_lite.config import load_config
+from jepa_lite.core.config import load_config
+from jepa_lite.lab.collapse_lab import LAB, monitors, run_lab
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from jepa_lite.config import Config, apply_overrides, config_to_dict, list_configs, load_config
+from jepa_lite.core.config import Config, apply_overrides, config_to_dict, list_configs, load_config
 
 
 def test_every_packaged_config_loads_and_names_itself():
@@ -37,7 +37,7 @@ def test_default_config_is_what_the_readme_says():
 
 
 def test_grid_base_is_the_config_every_grid_result_was_run_with():
-    from jepa_lite.experiments import GRID_BASE, make_config
+    from jepa_lite.lab.experiments import GRID_BASE, make_config
 
     cfg = make_config((), seed=0)
     assert GRID_BASE == "fmnist_grid" and cfg.name == "fmnist_grid"

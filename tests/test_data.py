@@ -1,4 +1,4 @@
-"""Tests of jepa_lite/data.py: IDX parsing, Fashion-MNIST lookup, ShapesWorld labels, build_dataset."""
+"""Tests of jepa_lite/data/__init__.py: IDX parsing, Fashion-MNIST lookup, ShapesWorld labels, build_dataset."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import png_folder
-from jepa_lite import fashion_mnist, image_folders
-from jepa_lite.data import DATASETS, build_dataset, dataset_info
-from jepa_lite.fashion_mnist import FMNIST_MEAN, FMNIST_STD, FashionMNIST, find_fashion_mnist, read_idx
-from jepa_lite.shapes import ShapesWorld, dominant_shape
+from jepa_lite.data import DATASETS, build_dataset, dataset_info, fashion_mnist, image_folders
+from jepa_lite.data.fashion_mnist import FMNIST_MEAN, FMNIST_STD, FashionMNIST, find_fashion_mnist, read_idx
+from jepa_lite.data.shapes import ShapesWorld, dominant_shape
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 HAS_DEBIAN = all(

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from jepa_lite.build import build_method
-from jepa_lite.config import load_config
-from jepa_lite.decoder import BlockDecoder, block_targets, fit_decoder, unpatchify_block
-from jepa_lite.models import gather_tokens, patchify
+from jepa_lite.core.build import build_method
+from jepa_lite.core.config import load_config
+from jepa_lite.core.models import gather_tokens, patchify
+from jepa_lite.lab.decoder import BlockDecoder, block_targets, fit_decoder, unpatchify_block
 
 
 def test_unpatchify_block_writes_exactly_the_block():

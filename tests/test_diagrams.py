@@ -4,8 +4,8 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from jepa_lite.core.masks import sample_masks  # noqa: E402
 from jepa_lite.diagrams import plot_ijepa_architecture  # noqa: E402
-from jepa_lite.masks import sample_masks  # noqa: E402
 
 
 def _texts(fig) -> str:

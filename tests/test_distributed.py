@@ -35,7 +35,7 @@ def _env() -> dict:
 
 
 def _fmnist_or_skip() -> None:
-    from jepa_lite.fashion_mnist import find_fashion_mnist
+    from jepa_lite.data.fashion_mnist import find_fashion_mnist
 
     try:
         find_fashion_mnist()

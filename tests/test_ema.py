@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from jepa_lite.ema import ema_update, init_share, momentum_at
+from jepa_lite.core.ema import ema_update, init_share, momentum_at
 
 
 def pair():

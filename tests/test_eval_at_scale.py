@@ -15,16 +15,16 @@ import torch
 import yaml
 from accelerate import Accelerator
 
-from jepa_lite import feature_store
-from jepa_lite.build import build_encoder
-from jepa_lite.checkpoint import export_weights
-from jepa_lite.config import config_to_dict, load_config
+from jepa_lite.cluster import feature_store
+from jepa_lite.cluster.feature_store import extract_to_store, open_store
+from jepa_lite.cluster.protocol_eval import split_file_indices
+from jepa_lite.cluster.protocols import load_protocol
+from jepa_lite.cluster.sgd_probe import lr_at, sgd_linear_probe
+from jepa_lite.core.build import build_encoder
+from jepa_lite.core.config import config_to_dict, load_config
+from jepa_lite.core.evaluate import WEIGHT_DECAYS, linear_probe
+from jepa_lite.core.weights import export_weights
 from jepa_lite.data import build_dataset
-from jepa_lite.evaluate import WEIGHT_DECAYS, linear_probe
-from jepa_lite.feature_store import extract_to_store, open_store
-from jepa_lite.protocol_eval import split_file_indices
-from jepa_lite.protocols import load_protocol
-from jepa_lite.sgd_probe import lr_at, sgd_linear_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "evaluate.py"

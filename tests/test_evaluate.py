@@ -1,4 +1,4 @@
-"""Tests for jepa_lite.evaluate: probes score ~100% on separable data and ~chance on random labels."""
+"""Tests for jepa_lite.core.evaluate: probes score ~100% on separable data and ~chance on random labels."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from jepa_lite.evaluate import (
+from jepa_lite.core.evaluate import (
     MAX_ITER,
     WEIGHT_DECAYS,
     _fit_logreg,
@@ -23,7 +23,7 @@ from jepa_lite.evaluate import (
     probe_fits,
     select_weight_decay,
 )
-from jepa_lite.features import extract_features, feature_std, pixel_features, rankme
+from jepa_lite.core.features import extract_features, feature_std, pixel_features, rankme
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -387,7 +387,7 @@ def test_bad_inputs_raise_value_error_naming_the_parameter(separable):
 def test_features_on_a_cpu_are_fp32_whatever_the_cpu_multiplies_natively():
     """'auto' precision is bf16 on a bf16 GPU only: on every CPU the features, and so every recorded probe,
     are the fp32 ones, on a CPU with AMX as on one without."""
-    from jepa_lite.models import ViTEncoder
+    from jepa_lite.core.models import ViTEncoder
 
     torch.manual_seed(0)
     enc = ViTEncoder(img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=1, num_heads=2)

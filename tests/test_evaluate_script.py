@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from jepa_lite.build import build_encoder
-from jepa_lite.checkpoint import export_weights
-from jepa_lite.config import config_to_dict, load_config
-from jepa_lite.evaluate import PROBE_VERSION
+from jepa_lite.core.build import build_encoder
+from jepa_lite.core.config import config_to_dict, load_config
+from jepa_lite.core.evaluate import PROBE_VERSION
+from jepa_lite.core.models import Predictor
+from jepa_lite.core.weights import export_weights
 from jepa_lite.interop import export_official
-from jepa_lite.models import Predictor
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
 
@@ -74,9 +74,9 @@ def test_image_folder_limits_take_every_class(evaluate_script, tmp_path):
     """ImageFolder lists images class by class: a limit must draw from every class, not the first ones."""
     from PIL import Image
 
+    from jepa_lite.core.models import ViTEncoder
     from jepa_lite.data import build_dataset
     from jepa_lite.interop import export_hf
-    from jepa_lite.models import ViTEncoder
 
     gen = torch.Generator().manual_seed(0)
     for c in ("cat", "dog", "eel"):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from jepa_lite.build import total_steps_of
-from jepa_lite.experiments import (
+from jepa_lite.core.build import total_steps_of
+from jepa_lite.lab.experiments import (
     DEFAULT_GROUPS,
     GROUPS,
     METRICS,
@@ -24,7 +24,7 @@ from jepa_lite.experiments import (
     planned_runs,
     run_key,
 )
-from jepa_lite.tables import cost_table, grid_cost, summarize, summary_markdown
+from jepa_lite.lab.tables import cost_table, grid_cost, summarize, summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -245,7 +245,7 @@ def test_quick_grid_runs_every_group_under_five_minutes_and_resumes(tmp_path):
 
 
 def test_official_recipe_rows_are_the_course_default_plus_one_switch_each():
-    from jepa_lite.config import config_to_dict, load_config
+    from jepa_lite.core.config import config_to_dict, load_config
 
     rows = GROUPS["official_recipe"]
     default = make_config(rows[0].overrides, 0)
@@ -265,7 +265,7 @@ def test_official_recipe_rows_are_the_course_default_plus_one_switch_each():
 
 
 def test_nuisance_rows_compare_three_methods_at_one_budget_on_the_same_kinds_of_images():
-    from jepa_lite.config import check_config
+    from jepa_lite.core.config import check_config
 
     rows = GROUPS["nuisance"]
     assert len(rows) == 3 * 7 and all(r.seeds == 2 for r in rows)
@@ -283,13 +283,13 @@ def test_nuisance_rows_compare_three_methods_at_one_budget_on_the_same_kinds_of_
 
 
 def test_a_nuisance_run_is_probed_on_images_with_the_same_detail(tmp_path):
-    from jepa_lite.grid import run_grid
+    from jepa_lite.lab.grid import run_grid
 
     groups = {"nuisance": [GROUPS["nuisance"][3]]}  # I-JEPA, noise 1.0
     assert groups["nuisance"][0].name == "I-JEPA, noise 1.0"
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(GROUPS, "nuisance", groups["nuisance"])
-        mp.setattr("jepa_lite.grid.ProbeSets", _RecordingProbes)
+        mp.setattr("jepa_lite.lab.grid.ProbeSets", _RecordingProbes)
         run_grid(["nuisance"], tmp_path, quick=True, seeds=1, progress=False)
     assert _RecordingProbes.built == [("noise", 1.0)]
 
@@ -300,7 +300,7 @@ class _RecordingProbes:
     built: list = []
 
     def __init__(self, cfg, *, quick=False):
-        from jepa_lite.build import build_split
+        from jepa_lite.core.build import build_split
 
         type(self).built = [*type(self).built, (cfg.data.nuisance, cfg.data.nuisance_strength)]
         self.test = build_split(cfg, train=False, limit=64)
@@ -310,8 +310,8 @@ class _RecordingProbes:
 
 
 def test_why_mae_leads_rows_are_the_checkpoint_recipe_at_an_eighth_plus_one_change_each():
-    from jepa_lite.config import config_to_dict, load_config
-    from jepa_lite.pretrained import RECIPES
+    from jepa_lite.core.config import config_to_dict, load_config
+    from jepa_lite.lab.pretrained import RECIPES
 
     rows = {r.name: r for r in GROUPS["why_mae_leads"]}
     assert all(r.seeds == 2 for r in rows.values())
@@ -344,7 +344,7 @@ def test_why_mae_leads_rows_are_the_checkpoint_recipe_at_an_eighth_plus_one_chan
 
 
 def test_shards_split_the_rows_of_a_plan_without_overlap():
-    from jepa_lite.grid import _shard
+    from jepa_lite.lab.grid import _shard
 
     plan = planned_runs(["why_mae_leads"])
     parts = [_shard(plan, i, 3) for i in range(3)]
@@ -357,7 +357,7 @@ def test_shards_split_the_rows_of_a_plan_without_overlap():
 
 
 def test_beyond_ijepa_shares_why_mae_leads_baselines_and_changes_one_thing_per_candidate():
-    from jepa_lite.config import config_to_dict
+    from jepa_lite.core.config import config_to_dict
 
     mine = {r.name: r for r in GROUPS["beyond_ijepa"]}
     theirs = {r.name: r for r in GROUPS["why_mae_leads"]}
@@ -413,8 +413,8 @@ def test_beyond_ijepa_candidates_get_the_ijepa_rows_cpu_time():
 
 def test_the_tuned_course_checkpoint_is_the_screened_row_at_eight_times_its_budget():
     """The fourth course checkpoint trains what the `beyond_ijepa` screen measured, for the course budget."""
-    from jepa_lite.config import config_to_dict
-    from jepa_lite.pretrained import BASE, RECIPES
+    from jepa_lite.core.config import config_to_dict
+    from jepa_lite.lab.pretrained import BASE, RECIPES
 
     row = next(r for r in GROUPS["beyond_ijepa"] if "1-deep predictor" in r.name)
     screened = make_config(row.overrides, 0)

@@ -8,8 +8,8 @@ Starting Python with torch and timm costs ~4 s on a weak CPU, so the killed runs
 cold `python scripts/pretrain.py` processes. Two kinds of kill:
   * timing: SIGKILL after a random delay (setup, checkpoint load, training steps, checkpoint writes, export);
   * hooks: `JEPA_LITE_KILL_AT=POINT:N` makes the run kill itself inside the N-th checkpoint write at one of
-    jepa_lite.checkpoint.FAULT_POINTS (between the tmp write and the rename, after the rename, mid-prune,
-    mid-export), so the narrow windows are hit for certain.
+    jepa_lite.cluster.checkpoint.FAULT_POINTS (between the tmp write and the rename, after the rename,
+    mid-prune), so the narrow windows are hit for certain.
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def _zygote() -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     import pretrain  # noqa: F401 - the heavy imports happen here, once
 
-    import jepa_lite.checkpoint  # noqa: F401
+    import jepa_lite.cluster.checkpoint  # noqa: F401
+    import jepa_lite.core.evaluate  # noqa: F401
+    import jepa_lite.core.train  # noqa: F401
     import jepa_lite.data  # noqa: F401
-    import jepa_lite.evaluate  # noqa: F401
-    import jepa_lite.train  # noqa: F401
 
     print("ready", flush=True)
     pid = None
@@ -189,7 +189,7 @@ def _kill_after_rows(pid: int, run_dir: Path, rows: int, delay: float) -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the killed runs are forked")
 def test_sigkill_anywhere_then_resume_auto_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     """SIGKILL at KILLS random moments plus at every fault point; resume each time with --resume auto."""
-    from jepa_lite.checkpoint import FAULT_POINTS
+    from jepa_lite.cluster.checkpoint import FAULT_POINTS
 
     ref_dir, dut_dir = tmp_path / "ref", tmp_path / "killed"
     ref_dir.mkdir()
@@ -209,10 +209,9 @@ def test_sigkill_anywhere_then_resume_auto_equals_an_uninterrupted_run(tmp_path:
         else:
             plan.append(("rows", rng.randint(1, 3), rng.uniform(0.0, 0.03)))
     for point in FAULT_POINTS:
-        if point != "export_tmp_written":
-            plan.insert(rng.randrange(len(plan) + 1), ("hook", f"{point}:{rng.randint(1, 3)}"))
-    # the end of the run: die while exporting the weights, then while re-saving the final checkpoint
-    plan += [("hook", "export_tmp_written:1"), ("hook", "ckpt_renamed:1")]
+        plan.insert(rng.randrange(len(plan) + 1), ("hook", f"{point}:{rng.randint(1, 3)}"))
+    # the end of the run: die while re-saving the final checkpoint
+    plan += [("hook", "ckpt_renamed:1")]
 
     zygote = Zygote()
     killed = verified = torn = 0
@@ -271,7 +270,7 @@ def test_sigkill_anywhere_then_resume_auto_equals_an_uninterrupted_run(tmp_path:
 
 
 def _tiny_cfg(*overrides: str):
-    from jepa_lite.config import Config, apply_overrides
+    from jepa_lite.core.config import Config, apply_overrides
 
     return apply_overrides(Config(), [
         "data.image_size=16", "model.embed_dim=32", "model.depth=1", "model.num_heads=2", "model.predictor_dim=16",
@@ -310,8 +309,9 @@ def _assert_last_good(run_dir: Path, step: int) -> None:
 
 
 def test_nan_in_a_later_batch_stops_at_its_step_and_keeps_the_checkpoint_before(tmp_path: Path) -> None:
-    from jepa_lite.batches import GlobalBatchSampler
-    from jepa_lite.train import train
+    from jepa_lite.cluster.run_folder import RunFolder
+    from jepa_lite.core.batches import GlobalBatchSampler
+    from jepa_lite.core.train import train
 
     sampler = GlobalBatchSampler(32, 8, micro=8, accum=1, seed=0, total_steps=12)
     batches = [[k[0] for k in mb] for mb in sampler]
@@ -320,23 +320,24 @@ def test_nan_in_a_later_batch_stops_at_its_step_and_keeps_the_checkpoint_before(
     with pytest.raises(
         FloatingPointError, match=rf"loss is nan at step {bad_step} \(the batch holds NaN/inf pixels\)"
     ):
-        train(cfg, dataset=_Images(poison=(batches[bad_step][0],)), run_dir=tmp_path, progress=False)
+        train(cfg, dataset=_Images(poison=(batches[bad_step][0],)), hooks=RunFolder(tmp_path), progress=False)
     _assert_last_good(tmp_path, bad_step)
     # resuming meets it again, at the same step
     with pytest.raises(FloatingPointError, match=rf"at step {bad_step}"):
-        train(cfg, dataset=_Images(poison=(batches[bad_step][0],)), run_dir=tmp_path, resume="auto",
+        train(cfg, dataset=_Images(poison=(batches[bad_step][0],)), hooks=RunFolder(tmp_path, resume="auto"),
               progress=False)  # fmt: skip
     _assert_last_good(tmp_path, bad_step)
 
 
 def test_exploding_lr_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    from jepa_lite.train import train
+    from jepa_lite.cluster.run_folder import RunFolder
+    from jepa_lite.core.train import train
 
     with pytest.raises(FloatingPointError, match=r"step (\d+)") as err:
         train(
             _tiny_cfg("optim.lr=1e30", "optim.start_lr=1e30"),
             dataset=_Images(),
-            run_dir=tmp_path,
+            hooks=RunFolder(tmp_path),
             progress=False,
         )
     step = int(re.search(r"step (\d+)", str(err.value))[1])

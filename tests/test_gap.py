@@ -1,8 +1,8 @@
-"""jepa_lite.gap: the equal-time gap's two parts sum to it, and a cause's verdict follows its effect and noise."""
+"""jepa_lite.lab.gap: the equal-time gap's two parts sum to it, and a cause's verdict follows its effect and noise."""
 
 import pytest
 
-from jepa_lite import gap
+from jepa_lite.lab import gap
 
 
 def _row(name: str, mean: float, std: float = 0.0, n: int = 2) -> dict:
@@ -49,7 +49,7 @@ def test_verdicts_skip_causes_whose_rows_have_not_run():
 
 
 def test_every_cause_names_a_row_of_the_group():
-    from jepa_lite.experiments import GROUPS
+    from jepa_lite.lab.experiments import GROUPS
 
     names = {r.name for r in GROUPS[gap.GROUP]}
     assert {c.row for c in gap.CAUSES} | {c.base for c in gap.CAUSES} <= names

@@ -9,11 +9,12 @@ import math
 import pytest
 import torch
 
-from jepa_lite.build import build_collator, build_method
-from jepa_lite.collate import Batch
-from jepa_lite.config import load_config
-from jepa_lite.models import attention_kernels
-from jepa_lite.train import train
+from jepa_lite.cluster.run_folder import RunFolder
+from jepa_lite.core.build import build_collator, build_method
+from jepa_lite.core.collate import Batch
+from jepa_lite.core.config import load_config
+from jepa_lite.core.models import attention_kernels
+from jepa_lite.core.train import train
 
 pytestmark = [
     pytest.mark.gpu,
@@ -78,7 +79,7 @@ def test_compiled_method_gives_the_eager_loss_across_context_lengths():
     assert len({b.context_idx.shape[1] for b in data}) > 1  # the shapes torch.compile must handle change
     with torch.no_grad():
         eager = [method(b)[0].item() for b in data]
-        method.compile(dynamic=True)  # as jepa_lite.train does
+        method.compile(dynamic=True)  # as jepa_lite.core.train does
         compiled = [method(b)[0].item() for b in data]
     assert compiled == pytest.approx(eager, rel=1e-3)
 
@@ -87,7 +88,7 @@ def test_compiled_method_gives_the_eager_loss_across_context_lengths():
 def test_training_on_cuda_logs_a_finite_mfu_and_learns(tmp_path):
     cfg = load_config("fmnist_vit_tiny", ["optim.max_steps=40", "data.limit=12800", "log_every=1"])
     assert cfg.mixed_precision == "auto"  # bf16 on a bf16 GPU
-    result = train(cfg, run_dir=tmp_path, progress=False)
+    result = train(cfg, hooks=RunFolder(tmp_path), progress=False)
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert len(rows) == 40
     mfu = [float(r["mfu"]) for r in rows[5:]]
@@ -98,7 +99,7 @@ def test_training_on_cuda_logs_a_finite_mfu_and_learns(tmp_path):
 
 def test_probes_on_the_gpu_agree_with_the_cpu():
     """evaluate_features(device='cuda') runs the L-BFGS probes, k-NN and RankMe on the GPU, same answers."""
-    from jepa_lite.evaluate import evaluate_features
+    from jepa_lite.core.evaluate import evaluate_features
 
     g = torch.Generator().manual_seed(0)
     centres = torch.randn(10, 32, generator=g)

@@ -6,9 +6,10 @@ import os
 import pytest
 import torch
 
-from jepa_lite.build import build_encoder
-from jepa_lite.checkpoint import export_weights
-from jepa_lite.config import config_to_dict, load_config
+from jepa_lite.core.build import build_encoder
+from jepa_lite.core.config import config_to_dict, load_config
+from jepa_lite.core.models import Predictor, ViTEncoder, count_parameters, sincos_pos_embed
+from jepa_lite.core.weights import export_weights
 from jepa_lite.interop import (
     export_hf,
     export_official,
@@ -21,7 +22,6 @@ from jepa_lite.interop import (
     resize_pos_embed,
     set_image_size_,
 )
-from jepa_lite.models import Predictor, ViTEncoder, count_parameters, sincos_pos_embed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

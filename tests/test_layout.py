@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from jepa_lite import build, collate, data, methods, nuisance, registry
+from jepa_lite import data, registry
+from jepa_lite.core import build, collate, methods
+from jepa_lite.data import nuisance
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jepa_lite"
 MAX_LINES = 420
@@ -80,6 +82,32 @@ def test_the_function_length_check_counts_signature_docstring_and_body(tmp_path)
     assert long_functions([tmp_path / "a.py", tmp_path / "b.py"]) == {"a.py:f": 62}
 
 
+MAX_POSITIONAL = 4  # beyond this, a reader cannot tell which argument is which without the signature
+TENSOR_SHAPES = {"reshape", "permute", "view", "expand", "repeat"}  # dimensions are positional by nature
+
+
+def long_positional_calls(paths) -> list[str]:
+    """'file:line name' of every call that passes more than MAX_POSITIONAL arguments by position."""
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and len(node.args) > MAX_POSITIONAL:
+                name = ast.unparse(node.func)
+                if name.split(".")[-1] not in TENSOR_SHAPES:
+                    found.append(f"{path.name}:{node.lineno} {name}")
+    return found
+
+
+def test_calls_with_more_than_four_arguments_pass_them_by_keyword():
+    scripts = sorted((PACKAGE.parent / "scripts").rglob("*.py"))
+    assert long_positional_calls([*modules().values(), *scripts]) == []
+
+
+def test_the_positional_check_counts_positions_not_keywords(tmp_path):
+    (tmp_path / "a.py").write_text("f(1, 2, 3, 4, 5)\nf(1, 2, 3, 4, e=5)\nx.reshape(1, 2, 3, 4, 5)\n")
+    assert long_positional_calls([tmp_path / "a.py"]) == ["a.py:1 f"]
+
+
 def test_imports_sit_at_the_top_except_optional_ones():
     inner = {n: [i for i in package_imports(n, p)[1] if i not in LAZY] for n, p in modules().items()}
     assert {n: i for n, i in inner.items() if i} == {}
@@ -108,6 +136,50 @@ def test_the_package_has_no_import_cycle():
             visit(n, [])
 
 
+# The layers, bottom up: each imports only from itself and the layers listed for it. The core (one training
+# step and its probes) imports nothing from the cluster machinery, the lab or the drawings.
+LAYERS = {
+    "registry": set(),
+    "data": {"registry"},
+    "core": {"registry", "data"},
+    "interop": {"registry", "data", "core"},
+    "cluster": {"registry", "data", "core", "interop"},
+    "lab": {"registry", "data", "core", "cluster"},
+    "drawing": {"registry", "data", "core"},
+}
+
+
+def layer_of(module: str) -> str | None:
+    """'jepa_lite.core.train' -> 'core'; viz/, widgets/ and diagrams are the drawing layer."""
+    part = module.split(".")[1] if "." in module else None
+    return "drawing" if part in ("viz", "widgets", "diagrams") else part
+
+
+def layer_violations(mods: dict[str, Path]) -> list[str]:
+    found = []
+    for n, p in mods.items():
+        own = layer_of(n)
+        for t in package_imports(n, p)[0]:
+            if t in mods and layer_of(t) not in {own, *LAYERS.get(own, ())}:
+                found.append(f"{n} ({own}) imports {t} ({layer_of(t)})")
+    return found
+
+
+def test_every_module_sits_in_a_layer():
+    assert [n for n in modules() if n != "jepa_lite" and layer_of(n) not in LAYERS] == []
+
+
+def test_each_layer_imports_only_from_the_layers_below_it():
+    assert layer_violations(modules()) == []
+
+
+def test_the_layer_check_sees_the_core_importing_the_cluster_layer(tmp_path):
+    """The check is not vacuous: a core module importing a checkpoint function is reported."""
+    (tmp_path / "train.py").write_text("from ..cluster.checkpoint import save_checkpoint\n")
+    mods = {**modules(), "jepa_lite.core.train": tmp_path / "train.py"}
+    assert layer_violations(mods) == ["jepa_lite.core.train (core) imports jepa_lite.cluster.checkpoint (cluster)"]
+
+
 def test_only_the_drawing_modules_import_viz():
     mods = modules()
     users = {
@@ -121,8 +193,8 @@ def test_only_the_drawing_modules_import_viz():
 def test_the_import_graph_is_read_from_relative_imports():
     """The cycle check above is not vacuous: train's relative imports are edges of its graph."""
     mods = modules()
-    top, _ = package_imports("jepa_lite.train", mods["jepa_lite.train"])
-    assert {"jepa_lite.build", "jepa_lite.batches", "jepa_lite.steplog"} <= top
+    top, _ = package_imports("jepa_lite.core.train", mods["jepa_lite.core.train"])
+    assert {"jepa_lite.core.build", "jepa_lite.core.batches", "jepa_lite.core.steplog"} <= top
 
 
 def test_each_registry_names_what_its_implementation_provides():
@@ -189,16 +261,30 @@ def test_every_section_header_has_code_under_it():
     assert empty == []
 
 
-def test_the_package_docstring_and_the_readme_name_every_module():
+def test_the_package_docstrings_and_the_readme_name_every_module():
+    """The package docstring names every layer; each layer's docstring and the README's package map name
+    each of its modules."""
+    import importlib
+
     import jepa_lite
 
     readme = (PACKAGE.parent / "README.md").read_text()
-    top = sorted({n.split(".")[1] for n in modules() if n != "jepa_lite"})
-    subpackages = {n.split(".")[1] for n in modules() if n.count(".") == 2}
+    mods = [n for n in modules() if n != "jepa_lite"]
+    top = sorted({n.split(".")[1] for n in mods})
+    subpackages = {n.split(".")[1] for n in mods if n.count(".") == 2}
     named = lambda m: f"{m}/" if m in subpackages else m  # noqa: E731
     words = set(re.findall(r"[\w/]+", jepa_lite.__doc__))
     assert [m for m in top if named(m) not in words] == []
-    assert [m for m in top if f"`{named(m)}" not in readme] == []
+    missing = []
+    for layer in ("data", "core", "cluster", "lab"):
+        doc = set(re.findall(r"\w+", importlib.import_module(f"jepa_lite.{layer}").__doc__))
+        for n in mods:
+            if n.startswith(f"jepa_lite.{layer}.") and n.split(".")[2] not in doc:
+                missing.append(n)
+            if n.startswith(f"jepa_lite.{layer}.") and f"`{layer}/{n.split('.')[2]}.py`" not in readme:
+                missing.append(f"README: {n}")
+    missing += [f"README: {m}" for m in top if m not in ("data", "core", "cluster", "lab") and f"`{named(m)}" not in readme]
+    assert missing == []
 
 
 def test_no_test_module_imports_another():

@@ -1,4 +1,4 @@
-"""Tests for jepa_lite.masks: multi-block geometry, ablation strategies, collators, seeding protocol."""
+"""Tests for jepa_lite.core.masks: multi-block geometry, ablation strategies, collators, seeding protocol."""
 
 import pickle
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from jepa_lite.collate import (
+from jepa_lite.core.collate import (
     Batch,
     BlockMaskCollator,
     MaskCollator,
@@ -16,13 +16,19 @@ from jepa_lite.collate import (
     RasterizedMaskCollator,
     make_collator,
 )
-from jepa_lite.mask_strategies import (
+from jepa_lite.core.mask_strategies import (
     official_collator_sample,
     sample_block_masks,
     sample_random_masks,
     sample_rasterized_masks,
 )
-from jepa_lite.masks import block_size, masks_to_grid, sample_masks, sample_multiblock_grids, subsample_sorted
+from jepa_lite.core.masks import (
+    block_size,
+    masks_to_grid,
+    sample_masks,
+    sample_multiblock_grids,
+    subsample_sorted,
+)
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -284,7 +290,7 @@ def test_multiblock_on_wide_grids_that_need_several_bit_words(H, W, seed):
 
 
 def test_block_bit_masks_match_boolean_grids():
-    from jepa_lite.masks import _positions, _row_bits, _unpack_bits  # the vectorised core
+    from jepa_lite.core.masks import _positions, _row_bits, _unpack_bits  # the vectorised core
 
     g = gen(0)
     for H, W in [(14, 14), (4, 9), (8, 62), (5, 63), (3, 130), (2, 124)]:

@@ -2,10 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jepa_lite.collate import Batch
-from jepa_lite.masks import sample_masks
-from jepa_lite.methods import IJEPA, MAE, Invariant, augment_views, ijepa_loss, info_nce
-from jepa_lite.models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, gather_tokens, patchify
+from jepa_lite.core.collate import Batch
+from jepa_lite.core.masks import sample_masks
+from jepa_lite.core.methods import IJEPA, MAE, Invariant, ijepa_loss, info_nce
+from jepa_lite.core.models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, gather_tokens, patchify
+from jepa_lite.core.views import augment_views
 
 
 def encoder():
@@ -137,7 +138,7 @@ def test_per_block_pixel_decoding_decodes_each_target_block_alone():
 
 
 def test_foreground_patches_finds_the_patches_brighter_than_the_background():
-    from jepa_lite.methods import foreground_patches
+    from jepa_lite.core.methods import foreground_patches
 
     images = torch.full((2, 1, 8, 8), -0.5)  # a 2x2 grid of 4-px patches, all background
     images[0, 0, 5, 6] = 1.0  # one bright pixel in patch 3 (row 1, column 1) of image 0
@@ -148,9 +149,9 @@ def test_foreground_patches_finds_the_patches_brighter_than_the_background():
 
 
 def test_foreground_targets_drop_background_targets_from_the_loss():
-    from jepa_lite.build import build_collator, build_method
-    from jepa_lite.config import load_config
-    from jepa_lite.methods import foreground_patches, ijepa_loss
+    from jepa_lite.core.build import build_collator, build_method
+    from jepa_lite.core.config import load_config
+    from jepa_lite.core.methods import foreground_patches, ijepa_loss
 
     cfg = load_config(overrides=["model.embed_dim=48", "model.num_heads=3", "method.foreground_targets=true"])
     torch.manual_seed(0)
@@ -172,6 +173,6 @@ def test_foreground_targets_drop_background_targets_from_the_loss():
 
 
 def test_masked_mean_of_nothing_is_zero_not_nan():
-    from jepa_lite.methods import masked_mean
+    from jepa_lite.core.methods import masked_mean
 
     assert masked_mean(torch.ones(2, 3, 4), torch.zeros(2, 3, dtype=torch.bool)).item() == 0.0

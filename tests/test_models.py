@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from jepa_lite.models import (
+from jepa_lite.core.models import (
     PixelDecoder,
     Predictor,
     ViTEncoder,

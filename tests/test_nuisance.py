@@ -1,9 +1,9 @@
-"""jepa_lite.nuisance: label-irrelevant detail of two kinds, seeded, only in the background."""
+"""jepa_lite.data.nuisance: label-irrelevant detail of two kinds, seeded, only in the background."""
 
 import pytest
 import torch
 
-from jepa_lite.nuisance import BACKGROUND, add_nuisance, background_mask, nuisance_pattern, with_nuisance
+from jepa_lite.data.nuisance import BACKGROUND, add_nuisance, background_mask, nuisance_pattern, with_nuisance
 
 
 def _garments(n: int = 16) -> torch.Tensor:
@@ -100,7 +100,7 @@ def test_bad_settings_name_the_parameter(kwargs, match):
     ],
 )
 def test_bad_nuisance_configs_are_refused_early(overrides, match):
-    from jepa_lite.config import check_config, load_config
+    from jepa_lite.core.config import check_config, load_config
 
     name = overrides[1] if overrides[0] == "--config" else None
     rest = overrides[2:] if name else overrides
@@ -111,8 +111,8 @@ def test_bad_nuisance_configs_are_refused_early(overrides, match):
 def test_build_split_gives_training_and_probes_the_same_detail_and_each_split_its_own():
     from pathlib import Path
 
-    from jepa_lite.build import build_split, build_train_set
-    from jepa_lite.config import load_config
+    from jepa_lite.core.build import build_split, build_train_set
+    from jepa_lite.core.config import load_config
 
     if not Path("/usr/share/datasets/fashion-mnist").is_dir():
         pytest.skip("needs Fashion-MNIST (Debian dataset-fashion-mnist)")

@@ -4,12 +4,13 @@ every context patch kept (padding + key-padding attention mask), the official in
 import pytest
 import torch
 
-from jepa_lite.build import build_method
-from jepa_lite.collate import Batch, make_collator
-from jepa_lite.config import check_config, load_config
-from jepa_lite.masks import masks_to_grid, pad_sorted, sample_masks, sample_multiblock_grids
-from jepa_lite.methods import IJEPA, MAE, random_resized_crop
-from jepa_lite.models import PixelDecoder, Predictor, ViTEncoder, official_init_
+from jepa_lite.core.build import build_method
+from jepa_lite.core.collate import Batch, make_collator
+from jepa_lite.core.config import check_config, load_config
+from jepa_lite.core.masks import masks_to_grid, pad_sorted, sample_masks, sample_multiblock_grids
+from jepa_lite.core.methods import IJEPA, MAE
+from jepa_lite.core.models import PixelDecoder, Predictor, ViTEncoder, official_init_
+from jepa_lite.core.views import random_resized_crop
 
 GRID = (7, 7)
 

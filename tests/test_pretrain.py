@@ -6,10 +6,10 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest import PRETRAIN_TINY as TINY
-from jepa_lite.build import build_encoder
-from jepa_lite.checkpoint import load_weights
-from jepa_lite.config import load_config
-from jepa_lite.evaluate import PROBE_VERSION
+from jepa_lite.core.build import build_encoder
+from jepa_lite.core.config import load_config
+from jepa_lite.core.evaluate import PROBE_VERSION
+from jepa_lite.core.weights import load_weights
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Fashion-MNIST")
@@ -53,7 +53,7 @@ def test_probes_side_by_side_equal_the_probes_one_after_the_other():
     one; where the fits converge (a small problem), the same numbers as probing both in turn."""
     import torch
 
-    from jepa_lite.build import build_method, build_split
+    from jepa_lite.core.build import build_method, build_split
 
     cfg = load_config("fmnist_vit_tiny", TINY)
     torch.manual_seed(1)

@@ -7,9 +7,9 @@ import pytest
 import reproduce
 import torch
 
-from jepa_lite import pretrained, retrain
-from jepa_lite.config import config_from_dict, load_config
-from jepa_lite.models import Predictor, ViTEncoder
+from jepa_lite.core.config import config_from_dict, load_config
+from jepa_lite.core.models import Predictor, ViTEncoder
+from jepa_lite.lab import pretrained, retrain
 
 HAS_FMNIST = Path("/usr/share/datasets/fashion-mnist").is_dir()
 needs_fmnist = pytest.mark.skipif(not HAS_FMNIST, reason="needs Fashion-MNIST (Debian dataset-fashion-mnist)")
@@ -156,17 +156,23 @@ def test_reproduce_course_checkpoints_draws_every_method_on_one_clock(tmp_path):
 
 def test_loading_a_checkpoint_imports_no_training_code():
     """`pretrained.load` is what every notebook calls: it builds the modules and reads the weights, and never
-    imports the training loop, the grid, the experiments or the retraining code."""
+    imports the training loop, the grid, the experiments, the retraining code or the cluster machinery."""
     import subprocess
     import sys
 
-    code = ("import sys; from jepa_lite import pretrained; pretrained.load('ijepa', root=sys.argv[1]) "
+    code = ("import sys; from jepa_lite.lab import pretrained; pretrained.load('ijepa', root=sys.argv[1]) "
             "if pretrained.available(sys.argv[1]) else None; print(' '.join(sorted(sys.modules)))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code, str(pretrained.WEIGHTS_DIR)], capture_output=True, text=True,
                          check=True).stdout.split()  # fmt: skip
-    assert "jepa_lite.pretrained" in out and "jepa_lite.models" in out
-    training = {"jepa_lite.train", "jepa_lite.grid", "jepa_lite.experiments", "jepa_lite.retrain"}
+    assert "jepa_lite.lab.pretrained" in out and "jepa_lite.core.models" in out
+    training = {
+        "jepa_lite.core.train",
+        "jepa_lite.lab.grid",
+        "jepa_lite.lab.experiments",
+        "jepa_lite.lab.retrain",
+    }
     assert training.isdisjoint(out)
+    assert [m for m in out if m.startswith("jepa_lite.cluster")] == []
 
 
 def test_a_new_recipe_joins_the_recorded_clock_by_its_ratio_to_ijepa(monkeypatch):

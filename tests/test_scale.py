@@ -1,5 +1,5 @@
 """Cluster-scale arithmetic without a cluster: the global-batch contract of `pretrain.py --dry-run` for the
-paper's ViT-H/14 run, and the analytic FLOPs / MFU of jepa_lite.flops."""
+paper's ViT-H/14 run, and the analytic FLOPs / MFU of jepa_lite.core.flops."""
 
 from __future__ import annotations
 
@@ -13,10 +13,17 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from jepa_lite.build import build_method
-from jepa_lite.collate import Batch
-from jepa_lite.config import load_config
-from jepa_lite.flops import block_flops, encoder_dims, ijepa_step_flops, mfu, peak_flops, plain_vit_step_flops
+from jepa_lite.core.build import build_method
+from jepa_lite.core.collate import Batch
+from jepa_lite.core.config import load_config
+from jepa_lite.core.flops import (
+    block_flops,
+    encoder_dims,
+    ijepa_step_flops,
+    mfu,
+    peak_flops,
+    plain_vit_step_flops,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from jepa_lite.schedules import Schedules, cosine, param_groups, set_optimizer_values, warmup_cosine
+from jepa_lite.core.schedules import Schedules, cosine, param_groups, set_optimizer_values, warmup_cosine
 
 
 def test_warmup_cosine_endpoints_and_shape():

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from jepa_lite.build import build_collator, build_method
-from jepa_lite.config import load_config
-from jepa_lite.ema import ema_update
+from jepa_lite.core.build import build_collator, build_method
+from jepa_lite.core.config import load_config
+from jepa_lite.core.ema import ema_update
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_train_ijepa.ipynb"
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from jepa_lite.sigreg import epps_pulley, sigreg
+from jepa_lite.core.sigreg import epps_pulley, sigreg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,7 +90,7 @@ def test_the_gaussian_expectation_the_threshold_rests_on():
 
 def _train(method: str, lam: float, epochs: int):
     from conftest import Blobs, tiny_config
-    from jepa_lite.train import train
+    from jepa_lite.core.train import train
 
     cfg = tiny_config(f"method.name={method}", f"method.sigreg_weight={lam}", f"optim.epochs={epochs}",
                       "method.sigreg_slices=64", "method.target_mode=online")  # fmt: skip
@@ -99,9 +99,9 @@ def _train(method: str, lam: float, epochs: int):
 
 def test_lejepa_loss_is_the_papers_equation_on_its_views():
     from conftest import tiny_config
-    from jepa_lite.build import build_method
-    from jepa_lite.collate import Batch
-    from jepa_lite.methods import augment_views
+    from jepa_lite.core.build import build_method
+    from jepa_lite.core.collate import Batch
+    from jepa_lite.core.views import augment_views
 
     method = build_method(tiny_config("method.name=lejepa", "method.views=[2,1]")).train()
     images = torch.randn(8, 1, 16, 16, generator=_gen(0))
@@ -134,7 +134,7 @@ def test_the_sigreg_methods_train_and_their_loss_falls(method):
 def test_without_sigreg_they_collapse(method, epochs):
     """Nothing else stops a teacher-free JEPA from collapsing: with lambda = 0 the encoder's features lose
     rank (RankMe) and, for LeJEPA, the projected embeddings shrink toward one point."""
-    from jepa_lite.features import rankme
+    from jepa_lite.core.features import rankme
 
     seen = {}
     for lam in (0.05, 0.0):

@@ -4,11 +4,11 @@ loss sees, a compiled step compiles once, and the analytic FLOPs agree with torc
 import pytest
 import torch
 
-from jepa_lite.build import build_collator, build_encoder, build_method
-from jepa_lite.collate import Batch
-from jepa_lite.config import check_config, load_config
-from jepa_lite.flops import ijepa_step_flops, plain_vit_step_flops
-from jepa_lite.masks import (
+from jepa_lite.core.build import build_collator, build_encoder, build_method
+from jepa_lite.core.collate import Batch
+from jepa_lite.core.config import check_config, load_config
+from jepa_lite.core.flops import ijepa_step_flops, plain_vit_step_flops
+from jepa_lite.core.masks import (
     block_size,
     fit_sorted,
     fixed_lengths,

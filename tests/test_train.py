@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from conftest import Blobs, tiny_config
-from jepa_lite.batches import GlobalBatchSampler, split_global_batch
-from jepa_lite.build import initial_encoder, total_steps_of
-from jepa_lite.train import train
+from jepa_lite.cluster.run_folder import RunFolder
+from jepa_lite.core.batches import GlobalBatchSampler, split_global_batch
+from jepa_lite.core.build import initial_encoder, total_steps_of
+from jepa_lite.core.train import train
 
 
 def test_split_global_batch_keeps_the_global_batch():
@@ -48,11 +49,11 @@ def test_ranks_and_micro_batches_partition_each_global_batch():
 def test_resume_continues_the_same_loss_curve(tmp_path):
     data = Blobs()
     cfg = tiny_config("ckpt_every=3")
-    full = train(cfg, dataset=data, run_dir=tmp_path / "full", progress=False)
+    full = train(cfg, dataset=data, hooks=RunFolder(tmp_path / "full"), progress=False)
     assert full.step == 8 and len(full.history) == 8
-    part = train(cfg, dataset=data, run_dir=tmp_path / "cut", progress=False, stop_after=3)
+    part = train(cfg, dataset=data, hooks=RunFolder(tmp_path / "cut"), progress=False, stop_after=3)
     assert part.step == 3 and (tmp_path / "cut" / "ckpt-00000003").is_dir()
-    rest = train(cfg, dataset=data, run_dir=tmp_path / "cut", progress=False, resume="auto")
+    rest = train(cfg, dataset=data, hooks=RunFolder(tmp_path / "cut", resume="auto"), progress=False)
     assert [r["step"] for r in rest.history] == list(range(8))  # metrics.csv rows before the cut are kept
     assert [r["loss"] for r in rest.history] == [r["loss"] for r in full.history]
     for a, b in zip(full.method.state_dict().values(), rest.method.state_dict().values()):
@@ -65,13 +66,13 @@ def test_the_official_recipe_switches_train_and_resume_exactly(tmp_path, method,
     data = Blobs()
     cfg = tiny_config("ckpt_every=3", f"mask.context_fill={fill}", "model.init=official",
                       "method.crop_scale=[0.3,1.0]", f"method.name={method}")  # fmt: skip
-    full = train(cfg, dataset=data, run_dir=tmp_path / "full", progress=False)
+    full = train(cfg, dataset=data, hooks=RunFolder(tmp_path / "full"), progress=False)
     plain = train(tiny_config(f"method.name={method}"), dataset=data, progress=False)
     assert [r["loss"] for r in full.history] != [
         r["loss"] for r in plain.history
     ]  # the switches do something
-    train(cfg, dataset=data, run_dir=tmp_path / "cut", progress=False, stop_after=3)
-    rest = train(cfg, dataset=data, run_dir=tmp_path / "cut", progress=False, resume="auto")
+    train(cfg, dataset=data, hooks=RunFolder(tmp_path / "cut"), progress=False, stop_after=3)
+    rest = train(cfg, dataset=data, hooks=RunFolder(tmp_path / "cut", resume="auto"), progress=False)
     assert [r["loss"] for r in rest.history] == [r["loss"] for r in full.history]
     for a, b in zip(full.method.state_dict().values(), rest.method.state_dict().values()):
         assert torch.equal(a, b)
@@ -81,9 +82,9 @@ def test_the_official_recipe_switches_train_and_resume_exactly(tmp_path, method,
 def test_steps_that_draw_from_the_global_rng_resume_exactly(tmp_path, overrides):
     """The invariant method's views and drop-path use the global RNG: a resumed run must draw the same."""
     cfg = tiny_config("ckpt_every=3", "optim.epochs=1", *overrides)
-    full = train(cfg, dataset=Blobs(), run_dir=tmp_path / "full", progress=False)
-    train(cfg, dataset=Blobs(), run_dir=tmp_path / "cut", progress=False, stop_after=3)
-    rest = train(cfg, dataset=Blobs(), run_dir=tmp_path / "cut", progress=False, resume="auto")
+    full = train(cfg, dataset=Blobs(), hooks=RunFolder(tmp_path / "full"), progress=False)
+    train(cfg, dataset=Blobs(), hooks=RunFolder(tmp_path / "cut"), progress=False, stop_after=3)
+    rest = train(cfg, dataset=Blobs(), hooks=RunFolder(tmp_path / "cut", resume="auto"), progress=False)
     assert [r["loss"] for r in rest.history] == [r["loss"] for r in full.history]
 
 
@@ -134,11 +135,11 @@ def test_throughput_logs_per_device_images_model_flops_and_mfu(tmp_path):
     import csv
     import math
 
-    from jepa_lite.flops import ijepa_step_flops
-    from jepa_lite.steplog import _throughput
+    from jepa_lite.core.flops import ijepa_step_flops
+    from jepa_lite.core.steplog import _throughput
 
     cfg = tiny_config("optim.max_steps=2")
-    train(cfg, dataset=Blobs(), run_dir=tmp_path, progress=False)
+    train(cfg, dataset=Blobs(), hooks=RunFolder(tmp_path), progress=False)
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     per_image = ijepa_step_flops(cfg).total
@@ -166,9 +167,9 @@ def test_initial_encoder_is_the_encoder_train_starts_from(method):
 
 @pytest.mark.parametrize("name", ["fmnist", "shapes", "cifar10"])
 def test_image_channels_have_one_source_the_datasets_entry(name):
-    from jepa_lite.build import build_method
+    from jepa_lite.core.build import build_method
+    from jepa_lite.core.flops import encoder_dims
     from jepa_lite.data import dataset_info
-    from jepa_lite.flops import encoder_dims
 
     cfg = tiny_config(f"data.name={name}")
     channels = dataset_info(name)["in_chans"]

@@ -11,8 +11,8 @@ import torch
 from matplotlib.figure import Figure
 
 from jepa_lite import viz
-from jepa_lite.masks import sample_masks
-from jepa_lite.models import sincos_pos_embed
+from jepa_lite.core.masks import sample_masks
+from jepa_lite.core.models import sincos_pos_embed
 
 
 @pytest.fixture(autouse=True)

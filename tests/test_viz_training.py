@@ -14,8 +14,8 @@ import torch
 from matplotlib.figure import Figure
 
 from jepa_lite import viz
-from jepa_lite.ema import ema_trace
-from jepa_lite.tables import markdown_table
+from jepa_lite.core.ema import ema_trace
+from jepa_lite.lab.tables import markdown_table
 from jepa_lite.widgets import ema_explorer, ema_explorer_data, format_ema_stats
 
 

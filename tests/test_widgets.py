@@ -12,7 +12,7 @@ import traitlets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jepa_lite.masks import block_size, masks_to_grid, sample_masks
+from jepa_lite.core.masks import block_size, masks_to_grid, sample_masks
 from jepa_lite.widgets import (
     check_setting,
     ema_explorer,

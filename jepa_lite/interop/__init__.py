@@ -44,10 +44,10 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from ..build import build_encoder
-from ..checkpoint import load_weights
-from ..config import config_from_dict
-from ..models import ViTEncoder
+from ..core.build import build_encoder
+from ..core.config import config_from_dict
+from ..core.models import ViTEncoder
+from ..core.weights import load_weights
 from .common import _check_which, infer_num_heads, resize_pos_embed, set_image_size_
 from .hf import export_hf, hf_to_jepa_state, jepa_to_hf_state, load_hf
 from .official import export_official, load_official, official_encoder_from_state, official_state

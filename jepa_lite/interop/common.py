@@ -11,7 +11,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
-from ..models import ViTEncoder
+from ..core.models import ViTEncoder
 
 WHICH = {"target": "target_encoder", "context": "encoder"}
 

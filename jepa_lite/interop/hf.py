@@ -12,11 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from ..models import ViTEncoder
-from .common import (
-    _load_strict,
-    _need,
-)
+from ..core.models import ViTEncoder
+from .common import _load_strict, _need
 
 _HF_LEGACY = [  # transformers 4.x layout (the Hub files) -> the 5.x layout of IJepaModel.state_dict()
     (r"^ijepa\.", ""),

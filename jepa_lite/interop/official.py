@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..models import Predictor, ViTEncoder
+from ..core.models import Predictor, ViTEncoder
 from .common import (
     PREFIX,
     _build_on,

@@ -3,7 +3,7 @@ and the sin-cos positions.
 
 Every function draws with matplotlib and returns the `Figure` (so a notebook ends the line with `;`, and a
 test can inspect the axes). Images are expected normalised, `[C, H, W]`; they are rescaled to [0, 1] per
-image for display. Masks follow the batch contract of `jepa_lite.masks` (raster patch indices).
+image for display. Masks follow the batch contract of `jepa_lite.core.masks` (raster patch indices).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from torch import Tensor
 
-from ..masks import _as_grid, masks_to_grid
+from ..core.masks import _as_grid, masks_to_grid
 
 CONTEXT_COLOR = (0.12, 0.47, 0.71)  # blue
 TARGET_COLORS = [
@@ -93,8 +93,8 @@ def plot_mask_overlay(
     """One image with its context (blue) and target blocks (one colour each):
     context_idx [Kc], target_idx [M, Kt]."""
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4))
-    _draw_masks(axes[0], image, context_idx, target_idx, grid, title="context (blue) + targets")
-    _draw_masks(axes[1], None, context_idx, target_idx, grid, title="on the patch grid")
+    _draw_masks(axes[0], image, context_idx, target_idx, grid=grid, title="context (blue) + targets")
+    _draw_masks(axes[1], None, context_idx, target_idx, grid=grid, title="on the patch grid")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -123,7 +123,9 @@ def plot_mask_grid(
             ax.axis("off")
             continue
         title = titles[i] if titles is not None else None
-        _draw_masks(ax, None if images is None else images[i], context_idx[i], target_idx[i], grid, title)
+        _draw_masks(
+            ax, None if images is None else images[i], context_idx[i], target_idx[i], grid=grid, title=title
+        )
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
@@ -160,7 +162,7 @@ def plot_mask_panels(
     Kt])}, e.g. one per strategy."""
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.9), squeeze=False)
     for ax, (name, (ctx, tgt)) in zip(axes[0], panels.items()):
-        _draw_masks(ax, image, ctx, tgt, grid, title=name)
+        _draw_masks(ax, image, ctx, tgt, grid=grid, title=name)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()

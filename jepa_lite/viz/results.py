@@ -50,7 +50,7 @@ def plot_probe_bars(
 
 def plot_experiment_summary(summary: Mapping[str, Sequence[Mapping]], metric: str = "linear_probe") -> Figure:
     """One panel per experiment group: horizontal bars of `metric` (mean, std over seeds as error bars) for
-    each row of `summary` (the format of `jepa_lite.tables.summarize`); rows not run are left empty."""
+    each row of `summary` (the format of `jepa_lite.lab.tables.summarize`); rows not run are left empty."""
     groups = [g for g, rows in summary.items() if rows]
     if not groups:
         raise ValueError("summary has no groups with rows")
@@ -208,7 +208,7 @@ def plot_gap(
 ) -> Figure:
     """Why one method leads another (notebook 06). Left: probe accuracy of the rows that split the gap, as
     `bars` = {row name: {metric: (mean, std)}} (I-JEPA, MAE at its steps, MAE at its CPU time). Right: each
-    candidate cause's effect (`jepa_lite.gap.verdicts`: dicts with cause, metric, effect, noise, verdict) as a
+    candidate cause's effect (`lab.gap.verdicts`: dicts with cause, metric, effect, noise, verdict) as a
     horizontal bar with its noise band, coloured by verdict."""
     if not bars:
         raise ValueError("bars is empty: no row of the decomposition has run yet")

@@ -13,8 +13,8 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage
 from matplotlib.ticker import FormatStrFormatter
 from torch import Tensor
 
-from ..ema import ema_trace
-from ..masks import masks_to_grid
+from ..core.ema import ema_trace
+from ..core.masks import masks_to_grid
 from .masks import image_to_display
 
 
@@ -145,11 +145,11 @@ def plot_energy(
         if j == 0:
             cell = side * 72 / max(arr.shape)
             if x_images is not None:
-                _thumbnails(ax, x_images[: arr.shape[0]], "y", cell, 0.75 * left * 72)
+                _thumbnails(ax, x_images[: arr.shape[0]], "y", cell, room_pt=0.75 * left * 72)
             else:
                 ax.set_ylabel("x_i", fontsize=9)
             if y_images is not None:
-                _thumbnails(ax, y_images[: arr.shape[1]], "x", cell, 0.6 * top * 72)
+                _thumbnails(ax, y_images[: arr.shape[1]], "x", cell, room_pt=0.6 * top * 72)
     cax = fig.add_axes(((width - bar + 0.15) / width, bottom / height, 0.12 / width, side / height))
     fig.colorbar(im, cax=cax, label="energy")
     if title:

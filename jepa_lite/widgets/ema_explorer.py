@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..ema import ema_trace, momentum_at
-from ..masks import _check_int
+from ..core.ema import ema_trace, momentum_at
+from ..core.masks import _check_int
 from ..viz import plot_ema_trace
 from .mask_explorer import _print_wrapped
 

@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from ..mask_strategies import sample_block_masks, sample_random_masks, sample_rasterized_masks
-from ..masks import _check_int, _check_range, block_size, masks_to_grid, sample_masks
+from ..core.mask_strategies import sample_block_masks, sample_random_masks, sample_rasterized_masks
+from ..core.masks import _check_int, _check_range, block_size, masks_to_grid, sample_masks
 from ..viz import plot_coverage, plot_mask_grid
 
 __all__ = ["check_setting", "mask_explorer_data", "format_stats", "mask_explorer"]

@@ -16,9 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .build import build_split, initial_encoder, total_steps_of
-from .config import Config, config_to_dict
-from .evaluate import PROBE_VERSION, evaluate_features, linear_probe
+from ..cluster.run_folder import RunFolder
+from ..core.build import build_split, initial_encoder, total_steps_of
+from ..core.config import Config, config_to_dict
+from ..core.evaluate import PROBE_VERSION, evaluate_features, linear_probe
+from ..core.features import extract_features, module_device, pixel_features, rankme
+from ..core.train import train
+from ..data.shapes import ShapesWorld
+from ..registry import TRAIN_SIZES
 from .experiments import (
     CURVE_IMAGES,
     PROBE_ITERS,
@@ -28,11 +33,7 @@ from .experiments import (
     planned_runs,
     run_key,
 )
-from .features import extract_features, module_device, pixel_features, rankme
-from .registry import TRAIN_SIZES
-from .shapes import ShapesWorld
 from .tables import summarize
-from .train import train
 
 
 class ProbeSets:
@@ -142,8 +143,7 @@ def run_one(
     init = initial_encoder(cfg) if not overrides else None  # before train: seeds
     result = train(
         cfg,
-        run_dir=Path(work_dir) / key,
-        resume="auto",
+        hooks=RunFolder(Path(work_dir) / key, resume="auto"),
         progress=progress,
         on_step=rankme_probe(curve_images, every=max(1, _total_steps(cfg) // 10)),
     )
@@ -242,7 +242,7 @@ def step_seconds_of(
     for name, (overrides, seed) in rows.items():
         cfg = make_config(overrides, seed, quick=quick, base=base)
         cfg.optim.max_steps, cfg.ckpt_every = steps, 0
-        result = train(cfg, run_dir=None, progress=False)
+        result = train(cfg, progress=False)
         timing[name] = statistics.median(r["time"] for r in result.history[warmup:])
         print(f"  {name}: {timing[name]:.4f} s per step (median of {steps - warmup})", flush=True)
     return timing

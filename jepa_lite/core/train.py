@@ -5,22 +5,22 @@ One optimizer step consumes one *global* batch, split over `world_size` processe
 only on the step: the same config gives the same optimisation on 1, 8 or 16 devices, and a resumed run
 continues exactly where it stopped.
 
-    setup -> (resume) -> for each step: step() -> log -> checkpoint or stop -> final checkpoint
+    setup -> hooks.open (resume) -> for each step: step() -> log -> hooks.after_step -> hooks.close
+
+A run kept in a folder (checkpoints, `--resume auto`, preemption, one run per folder) plugs in through
+`RunHooks`, implemented by `jepa_lite.cluster.run_folder.RunFolder`; nothing here imports the cluster layer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
@@ -28,16 +28,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from .batches import GlobalBatchSampler, KeyedDataset, split_global_batch
 from .build import build_collator, build_method, build_train_set, make_accelerator, total_steps_of
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import Config, check_config, config_to_dict
+from .config import Config, check_config
 from .flops import ijepa_step_flops
 from .models import attention_kernels
-from .preempt import Preempted, StopRequests
-from .runlock import RunLock
 from .schedules import Schedules, param_groups, set_optimizer_values
 from .steplog import StepLogger
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["RunHooks", "TrainResult", "train"]
 
 
 @dataclass
@@ -133,7 +130,7 @@ def _batches(run: _Run, start: int):
     return batches
 
 
-def _step(run: _Run, batches, step: int, values: dict, stop: StopRequests) -> tuple[float, bool]:
+def _step(run: _Run, batches, step: int, values: dict, hooks: RunHooks) -> tuple[float, bool]:
     """One optimizer step over `accum` micro-batches, then the EMA update of the target encoder. Returns the
     loss averaged over processes and whether any process was asked to stop (one reduction for both)."""
     acc, method = run.acc, run.method
@@ -152,7 +149,7 @@ def _step(run: _Run, batches, step: int, values: dict, stop: StopRequests) -> tu
     run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.core.update_target(values["momentum"])
-    asked = 1.0 if stop.reason() else 0.0
+    asked = 1.0 if hooks.stop_requested() else 0.0
     both = acc.reduce(torch.stack([loss_sum / run.accum, loss_sum.new_tensor(asked)]), reduction="sum")
     loss_val = (both[0] / acc.num_processes).item()
     if not math.isfinite(loss_val):
@@ -164,128 +161,84 @@ def _step(run: _Run, batches, step: int, values: dict, stop: StopRequests) -> tu
     return loss_val, float(both[1]) > 0
 
 
+class RunHooks:
+    """Where a run lives, as the one loop sees it. This default keeps nothing on disk and is never asked to
+    stop: a notebook's run. `jepa_lite.cluster.run_folder.RunFolder` keeps a run in a folder (a lock,
+    `--resume auto`, checkpoints, preemption, a clear message when another process dies) through these five
+    calls, made on every process; the loop itself stays the same."""
+
+    run_dir: Path | None = None
+
+    def open(self, acc: Accelerator, cfg: Config, stack: contextlib.ExitStack) -> int:
+        """Before the first step, the method and optimizer prepared; enters what it holds into `stack`.
+        Returns the step to start from."""
+        return 0
+
+    def stop_requested(self) -> bool:
+        """Was this process asked to stop? (`_step` reduces it over processes with the loss)"""
+        return False
+
+    def after_step(self, done: int, total: int, stop: bool) -> None:
+        """After `done` of `total` steps; `stop`: some process was asked to stop. May raise to end the run."""
+
+    def close(self, done: int) -> None:
+        """After the last step of this call, `done` steps in all."""
+
+    def failed(self, err: Exception, reached: int) -> Exception | None:
+        """An error ended the loop after `reached` steps: an error to raise in its place, or None."""
+        return None
+
+
 def train(
     cfg: Config,
     *,
     dataset: Dataset | None = None,
-    run_dir: str | Path | None = None,
-    resume: str | Path | None = None,
+    hooks: RunHooks | None = None,
     accelerator: Accelerator | None = None,
     progress: bool = True,
     stop_after: int | None = None,
     on_step: Callable[[int, nn.Module, dict], None] | None = None,
 ) -> TrainResult:
-    """Train the config's method; logs every step to `run_dir/metrics.csv` if a run folder is given.
+    """Train the config's method; `hooks=RunFolder(run_dir, resume="auto")` keeps the run in a folder.
 
-    `resume`: a checkpoint folder, or 'auto' for the latest complete one in run_dir (none -> fresh start).
     `stop_after`: return after this many steps of *this* call (the schedules still span the whole run).
     `on_step(step, method, row)`: called on the main process after each optimizer step (notebook probes)."""
     check_config(cfg)
-    if str(resume) == "auto" and run_dir is None:
-        raise ValueError("resume='auto' needs run_dir, the run folder to look for checkpoints in")
+    hooks = hooks or RunHooks()
     run = _setup(cfg, dataset, accelerator)
-    acc, main = run.acc, run.acc.is_main_process
-    run_dir = Path(run_dir) if run_dir is not None else None
-    meta = {"config": config_to_dict(cfg)}
-    step = 0
+    acc = run.acc
     with contextlib.ExitStack() as stack:
-        # the lock first: another live run in this folder stops us before anything is read or written
-        lock = stack.enter_context(RunLock(run_dir)) if run_dir is not None and main else None
-        stop = stack.enter_context(StopRequests(run_dir if main else None))  # one process watches the file
-        stop.clear_file()  # a request left over from before this run started is not for it
-        if lock is not None:
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(meta["config"], sort_keys=False))
-        start = _resume(run, run_dir, resume, progress)
+        start = hooks.open(acc, cfg, stack)
         batches = _batches(run, start)
         end = run.total if stop_after is None else min(run.total, start + stop_after)
-        where = dict(main=main, progress=progress, device=acc.device, num_processes=acc.num_processes)
+        where = dict(main=acc.is_main_process, progress=progress, device=acc.device,
+                     num_processes=acc.num_processes)  # fmt: skip
         log = StepLogger(
-            cfg, run_dir, start=start, end=end, total=run.total, flops_per_image=run.flops_per_image, **where
-        )
+            cfg, hooks.run_dir, start=start, end=end, total=run.total, flops_per_image=run.flops_per_image,
+            **where,
+        )  # fmt: skip
         stack.callback(log.close)
-
-        def checkpoint(done: int) -> Path | None:
-            return save_checkpoint(acc, run_dir, done, meta, cfg.keep_last) if run_dir is not None else None
-
         try:
-            _loop(run, batches, log, stop, lock=lock, checkpoint=checkpoint, on_step=on_step)
-            step = end
-            checkpoint(step)
-            stop.clear_file()  # a request that came too late to matter: the run is complete
+            _loop(run, batches, log, hooks, on_step=on_step)
+            hooks.close(end)
         except Exception as err:
-            if acc.num_processes > 1 and _lost_a_process(err):
-                reached = log.history[-1]["step"] + 1 if log.history else start
-                raise _lost_contact(acc, run_dir, reached, err) from err
+            reached = log.history[-1]["step"] + 1 if log.history else start
+            if (replacement := hooks.failed(err, reached)) is not None:
+                raise replacement from err
             raise
-    return TrainResult(run.core, log.history, run_dir, step)
+    return TrainResult(run.core, log.history, hooks.run_dir, end)
 
 
-def _loop(run: _Run, batches, log: StepLogger, stop: StopRequests, *, lock, checkpoint, on_step) -> None:
-    """The steps of this call, each: schedules, step, log, callbacks, heartbeat, then a checkpoint every
-    `ckpt_every` steps or, when a stop was asked for, a checkpoint and `Preempted`."""
-    cfg, main = run.cfg, run.acc.is_main_process
+def _loop(run: _Run, batches, log: StepLogger, hooks: RunHooks, *, on_step) -> None:
+    """The steps of this call, each: schedules, step, log, the notebook's callback, then the run's hooks
+    (a checkpoint every `ckpt_every` steps, or a checkpoint and a stop when one was asked for)."""
+    main = run.acc.is_main_process
     run.method.train()
     for step in log:
         t0 = time.perf_counter()
         values = run.sched.at(step)
-        loss, stop_now = _step(run, batches, step, values, stop)
+        loss, stop = _step(run, batches, step, values, hooks=hooks)
         row = log.log(step, loss, values, time.perf_counter() - t0)
         if main and on_step is not None:
             on_step(step, run.core, row)
-        done = step + 1
-        if lock is not None:
-            lock.heartbeat()
-        if stop_now and done < run.total:
-            ckpt = checkpoint(done)
-            reason = stop.reason() or "another process was asked to stop"
-            stop.clear_file()
-            raise Preempted(done, ckpt, reason)
-        if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < run.total:
-            checkpoint(done)
-
-
-def _resume(run: _Run, run_dir: Path | None, resume: str | Path | None, progress: bool) -> int:
-    """Load the checkpoint `resume` names (or, for 'auto', the run's latest complete one, saying which on
-    the main process); the step to start from."""
-    if resume is None:
-        return 0
-    main = run.acc.is_main_process
-    if str(resume) == "auto":
-        ckpt = latest_checkpoint(run_dir)
-        if main:
-            found = (
-                f"resuming from {ckpt}" if ckpt else f"no complete checkpoint in {run_dir}: starting fresh"
-            )
-            print(f"--resume auto: {found}", flush=True)
-        if ckpt is None:
-            return 0
-    else:
-        ckpt = Path(resume)
-    start = load_checkpoint(run.acc, ckpt)["step"]
-    if main and progress:
-        print(f"resumed from {ckpt} at step {start}")
-    return start
-
-
-def _lost_a_process(err: BaseException) -> bool:
-    """Did a collective fail because another process is gone (gloo/NCCL errors, a collective timeout)?"""
-    if isinstance(err, getattr(dist, "DistError", ())):
-        return True
-    text = str(err).lower()
-    return any(
-        s in text for s in ("connection closed by peer", "connection reset", "gloo", "nccl", "timed out")
-    )
-
-
-def _lost_contact(acc: Accelerator, run_dir: Path | None, step: int, err: BaseException) -> RuntimeError:
-    """The error a surviving process raises when another died: where to resume from. Printed at once, while
-    SIGTERM is still caught: the launcher terminates the survivors right after a death, often before a
-    traceback would be printed."""
-    last = latest_checkpoint(run_dir, verify=False) if run_dir is not None else None
-    msg = (
-        f"process {acc.process_index} of {acc.num_processes} lost contact with the others at step {step}: "
-        f"another process died or its node was lost ({type(err).__name__}: {str(err)[:300]}). The newest "
-        f"complete checkpoint is {last or '(none)'}: restart the job with --resume auto"
-    )
-    print(msg, file=sys.stderr, flush=True)
-    return RuntimeError(msg)
+        hooks.after_step(step + 1, run.total, stop)

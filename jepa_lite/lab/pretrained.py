@@ -2,13 +2,13 @@
 CPU time, shipped in the repository as small safetensors, each with a card (its config, the command and seed
 that retrain it, its probes, and the probes of snapshots at 1/8, 1/4, 1/2 and all of its budget).
 
-    from jepa_lite import pretrained
+    from jepa_lite.lab import pretrained
     encoder = pretrained.load("ijepa")                       # the EMA target encoder, ready to probe
     predictor = pretrained.load("ijepa", part="predictor")   # what notebook 07 asks about the blue box
     pretrained.card("mae")["probes"]                         # linear probe, k-NN, ... as recorded
 
 `python scripts/reproduce.py --groups course_checkpoints` retrains them (hours on a 2-core CPU, minutes on a
-GPU; a killed run resumes), with the same `jepa_lite.train` loop as every other run (retrain.py). Loading
+GPU; a killed run resumes), with the same `jepa_lite.core.train` loop as every other run (retrain.py). Loading
 imports no training code.
 """
 
@@ -20,10 +20,10 @@ from pathlib import Path
 
 from torch import nn
 
-from .build import build_method
-from .checkpoint import load_weights
-from .config import config_from_dict
-from .registry import METHOD_NAMES, METHOD_PRESETS
+from ..core.build import build_method
+from ..core.config import config_from_dict
+from ..core.weights import load_weights
+from ..registry import METHOD_NAMES, METHOD_PRESETS
 
 __all__ = [
     "RECIPES",
@@ -36,7 +36,7 @@ __all__ = [
     "label",
 ]
 
-WEIGHTS_DIR = Path(__file__).parent / "checkpoints"
+WEIGHTS_DIR = Path(__file__).parents[1] / "checkpoints"
 COMMAND = "python scripts/reproduce.py --groups course_checkpoints --checkpoints {name}"
 STEP_SECONDS = "step_seconds.json"  # beside the weights: each recipe's step time, timed side by side
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import CONFIG_DIR, _parse_yaml
+from ..core.config import CONFIG_DIR, _parse_yaml
 
 PROTOCOL_DIR = CONFIG_DIR / "eval"
 

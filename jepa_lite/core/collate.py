@@ -46,7 +46,9 @@ class Batch:
         compiled step every time)."""
         context_idx, context_valid = _unpad(context_idx, always_valid)
         target_idx, target_valid = _unpad(target_idx, always_valid)
-        return cls(images, context_idx, target_idx, labels, context_valid, target_valid)
+        return cls(
+            images, context_idx, target_idx, labels, context_valid=context_valid, target_valid=target_valid
+        )
 
     def _map(self, fn) -> Batch:
         f = lambda t: None if t is None else fn(t)  # noqa: E731
@@ -55,8 +57,8 @@ class Batch:
             f(self.context_idx),
             f(self.target_idx),
             f(self.labels),
-            f(self.context_valid),
-            f(self.target_valid),
+            context_valid=f(self.context_valid),
+            target_valid=f(self.target_valid),
         )
 
     def to(self, device, non_blocking: bool = False) -> Batch:

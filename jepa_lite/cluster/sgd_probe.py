@@ -106,7 +106,7 @@ def sgd_linear_probe(
     model = nn.Linear(x.shape[1], num_classes, device=device)
     nn.init.zeros_(model.weight)
     nn.init.zeros_(model.bias)
-    opt = _optimizer(model, optimizer, lr, momentum, weight_decay)
+    opt = _optimizer(model, optimizer, lr, momentum, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = epochs * steps_per_epoch
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -116,7 +116,7 @@ def sgd_linear_probe(
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, lr, schedule, decay_epochs * steps_per_epoch)
+                group["lr"] = lr_at(step, total, lr, schedule, steps_per_decay=decay_epochs * steps_per_epoch)
             idx = order[i * batch_size : (i + 1) * batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])  # the optimizer adds wd * W to the gradient
             opt.zero_grad(set_to_none=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from . import registry
+from .. import registry
 
 __all__ = [
     "Config",
@@ -32,7 +32,7 @@ __all__ = [
     "check_config",
 ]
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
 
 
 # Each field's valid values sit beside it (dataclass metadata), and `check_config` reads them:
@@ -67,7 +67,7 @@ class DataConfig:
     crop_scale: tuple[float, float] = min_max((0.3, 1.0))
     limit: int | None = at_least(None, 1)  # train on the first N images only
     num_workers: int = at_least(0, 0)  # DataLoader worker processes (the mask collator runs inside them)
-    # label-irrelevant background detail (jepa_lite.nuisance), in pretraining and probe images alike:
+    # label-irrelevant background detail (jepa_lite.data.nuisance), in pretraining and probe images alike:
     # none | noise (unpredictable) | stripes (predictable); fmnist only
     nuisance: str = one_of("none", ("none", *registry.NUISANCE_KINDS))
     nuisance_strength: float = 0.0  # 0 (clean) .. 1: the detail's peak grey level, a fraction of white
@@ -250,7 +250,7 @@ def _set_field(obj: Any, path: list[str], value: Any, full_key: str, raw: str | 
             for k, v in value.items():
                 _set_field(current, [k], v, f"{full_key}.{k}")
         else:
-            _set_field(current, path[1:], value, full_key, raw)
+            _set_field(current, path[1:], value, full_key, raw=raw)
         return
     if len(path) > 1:
         raise ValueError(f"config key {full_key!r}: {head!r} is a value, not a section")
@@ -287,7 +287,7 @@ def apply_overrides(cfg: Config, overrides: typing.Sequence[str]) -> Config:
             raise ValueError(f"override {item!r} must look like section.key=value (e.g. optim.lr=5e-4)")
         key, raw = item.split("=", 1)
         value = _parse_yaml(raw, f"the value of override {item!r}") if raw != "" else None
-        _set_field(cfg, key.strip().split("."), value, key.strip(), raw)
+        _set_field(cfg, key.strip().split("."), value, key.strip(), raw=raw)
     return cfg
 
 

@@ -1,5 +1,6 @@
 """Datasets by name: `build_dataset` reads Fashion-MNIST (fashion_mnist.py), ShapesWorld (shapes.py),
-CIFAR-10, STL-10 (torchvision) and image folders (image_folders.py).
+CIFAR-10, STL-10 (torchvision) and image folders (image_folders.py); nuisance.py draws label-irrelevant
+detail into the background, for the test of representations against pixels.
 
 Every dataset returns `(image float [C, S, S] normalised, int label)`. The two small in-memory datasets
 (`FashionMNIST`, `ShapesWorld`) keep their pixels as one uint8 tensor, normalise per item (~20 us), and offer
@@ -16,7 +17,8 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets
 from torchvision import transforms as T
 
-from . import fashion_mnist, registry
+from .. import registry
+from . import fashion_mnist
 from .fashion_mnist import FMNIST_MEAN, FMNIST_STD, FashionMNIST
 from .image_folders import _image_folder
 from .shapes import SHAPES_MEAN, SHAPES_STD, ShapesWorld
@@ -110,7 +112,9 @@ def build_dataset(
         n = limit if limit is not None else (10000 if train else 5000)
         return ShapesWorld(n, image_size=image_size, seed=0 if train else 1)
 
-    transform = _image_transform(train, image_size, crop_scale, info["mean"], info["std"], info["image_size"])
+    transform = _image_transform(
+        train, image_size, crop_scale, info["mean"], std=info["std"], native=info["image_size"]
+    )
     if name == "imagefolder":
         dataset = _image_folder(root, train, transform)
     else:

@@ -28,8 +28,8 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .masks import sample_masks
-from .models import gather_tokens, patchify, sincos_pos_embed
+from ..core.masks import sample_masks
+from ..core.models import gather_tokens, patchify, sincos_pos_embed
 
 __all__ = ["BlockDecoder", "block_targets", "fit_decoder", "unpatchify_block"]
 

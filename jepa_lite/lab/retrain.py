@@ -18,16 +18,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .build import build_encoder, build_method, build_split, total_steps_of
-from .checkpoint import export_weights, load_weights
-from .config import Config, config_to_dict
-from .evaluate import knn_accuracy
+from ..cluster.run_folder import RunFolder
+from ..core.build import build_encoder, build_method, build_split, total_steps_of
+from ..core.config import Config, config_to_dict
+from ..core.evaluate import knn_accuracy
+from ..core.features import extract_features
+from ..core.train import train
+from ..core.weights import export_weights, load_weights
+from ..registry import TRAIN_SIZES
 from .experiments import make_config
-from .features import extract_features
 from .grid import ProbeSets, step_seconds_of, write_json
 from .pretrained import BASE, COMMAND, RECIPES, WEIGHTS_DIR, _check_name, _paths, names
-from .registry import TRAIN_SIZES
-from .train import train
 
 SNAPSHOTS = (1 / 8, 1 / 4, 1 / 2, 1)  # fractions of the budget whose encoder is probed during the run
 KNN_CHECK = {"train": 10_000, "test": 2_000}  # the fixed subsets of the quick check that a file is intact
@@ -223,7 +224,7 @@ def retrain(
         print(f"course checkpoint {name}: {total} steps, snapshots after {steps}", flush=True)
         t0 = time.perf_counter()
         saver = _snapshot_saver(work, steps)
-        result = train(cfg, run_dir=work / "run", resume="auto", progress=progress, on_step=saver)
+        result = train(cfg, hooks=RunFolder(work / "run", resume="auto"), progress=progress, on_step=saver)
         wall = time.perf_counter() - t0
         seconds = [r["time"] for r in result.history]  # per-step times, kept across a resume
         probes = probes or ProbeSets(cfg, quick=quick)

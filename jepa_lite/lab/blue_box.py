@@ -2,7 +2,7 @@
 
 For each test image one target block of the paper's multi-block masks is the *box*; the predictor sees only
 the context block (minus every target block) and outputs a representation for each patch of the box. The
-decoder (`jepa_lite.decoder.BlockDecoder`, trained on the frozen target encoder's representations of real
+decoder (`jepa_lite.lab.decoder.BlockDecoder`, trained on the frozen target encoder's representations of real
 blocks) turns a block representation into pixels, with a latent z for what the representation leaves open.
 Three representations of the same box are compared:
 
@@ -33,11 +33,11 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
+from ..core.evaluate import fit_linear_classifier
+from ..core.features import extract_features
+from ..core.masks import sample_masks
+from ..core.models import gather_tokens, patchify
 from .decoder import BlockDecoder, unpatchify_block
-from .evaluate import fit_linear_classifier
-from .features import extract_features
-from .masks import sample_masks
-from .models import gather_tokens, patchify
 from .pretrained import WEIGHTS_DIR
 
 __all__ = [
@@ -148,7 +148,7 @@ def fill_in(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """`n` decoder samples pasted into the box of each image: [n, B, C, H, W] (the rest is the true image)."""
-    reps = block_representations(method, images, context_idx, box, source)
+    reps = block_representations(method, images, context_idx, box, source=source)
     samples = decoder.sample(reps, box, n=n, generator=generator)  # [n, B, K, p*p*C]
     return torch.stack([unpatchify_block(images, box, s) for s in samples])
 
@@ -177,7 +177,9 @@ def fill_in_scores(
         truth = gather_tokens(patchify(x, p), box)  # [B, K, p*p*C]
         for source in sources:
             gen = torch.Generator().manual_seed(seed + start)
-            filled = fill_in(decoder, method, x, context_idx, box, source, n_samples, gen)  # [n, B, C, H, W]
+            filled = fill_in(
+                decoder, method, x, context_idx, box=box, source=source, n=n_samples, generator=gen
+            )  # [n, B, C, H, W]
             drawn = torch.stack([gather_tokens(patchify(f, p), box) for f in filled])
             sums[source]["box_mse"] += (drawn - truth).pow(2).mean(dim=(0, 2, 3)).sum().item()
             hits = torch.stack([classify(f).to(y.device) == y for f in filled]).float().mean(0)
@@ -200,7 +202,14 @@ def plot_blue_boxes(
     context_idx, box = eval_masks(len(images), decoder.grid, seed)
     fills = {
         s: fill_in(
-            decoder, method, images, context_idx, box, s, n_samples, torch.Generator().manual_seed(seed)
+            decoder,
+            method,
+            images,
+            context_idx,
+            box=box,
+            source=s,
+            n=n_samples,
+            generator=torch.Generator().manual_seed(seed),
         )
         for s in sources
     }

@@ -9,7 +9,7 @@ garment, and with it the label, is untouched:
 * ``"stripes"``: each image gets a stripe pattern of its own random angle, period and phase. It is just as
   irrelevant to the label, but any few visible patches predict the rest of it.
 
-    from jepa_lite.nuisance import with_nuisance
+    from jepa_lite.data.nuisance import with_nuisance
     train = with_nuisance(build_dataset("fmnist", train=True), "noise", 0.5, seed=0)
 
 `strength` is the pattern's peak grey level as a fraction of white (0 gives back the clean images, exactly).
@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from .registry import NUISANCE_KINDS
+from ..registry import NUISANCE_KINDS
 
 __all__ = ["KINDS", "BACKGROUND", "nuisance_pattern", "background_mask", "add_nuisance", "with_nuisance"]
 

@@ -66,10 +66,10 @@ def sample_block_masks(
         h, w = (h, w - 1) if W >= H else (h - 1, w)
     size = torch.tensor([h, w])
     pos = _positions(batch_size, size.new_tensor([H, W]) - size + 1, generator)  # [B, 2]
-    context = _unpack_bits(~_row_bits(pos[:, 0], pos[:, 1], size, H, W), W).flatten(1)  # [B, N]
+    context = _unpack_bits(~_row_bits(pos[:, 0], pos[:, 1], size, H, W=W), W).flatten(1)  # [B, N]
     # Every row has the same count, and nonzero() lists (row, col) pairs in raster order: already sorted.
     context_idx = context.nonzero()[:, 1].view(batch_size, H * W - h * w)
-    return context_idx, _block_indices(pos[:, 0], pos[:, 1], h, w, W)[:, None, :]
+    return context_idx, _block_indices(pos[:, 0], pos[:, 1], h, w, W=W)[:, None, :]
 
 
 def _quadrants(H: int, W: int) -> Tensor:

@@ -132,7 +132,7 @@ def _fit_logreg(
 
         def closure() -> Tensor:
             loss, model.weight.grad, model.bias.grad = logreg_loss_and_grad(
-                x, y, model.weight, model.bias, weight_decay
+                x, y, model.weight, model.bias, weight_decay=weight_decay
             )
             if on_eval is not None:
                 on_eval()
@@ -174,7 +174,7 @@ def select_weight_decay(
     x_fit, y_fit, x_val, y_val = x[fit], y[fit], x[val], y[val]
     scores = []
     for wd in decays:
-        model = _fit_logreg(x_fit, y_fit, num_classes, wd, max_iter, on_eval)
+        model = _fit_logreg(x_fit, y_fit, num_classes, wd, max_iter=max_iter, on_eval=on_eval)
         scores.append((_accuracy(model, x_val, y_val), wd))
         if on_fit is not None:
             on_fit()
@@ -216,7 +216,7 @@ def linear_probe(
     wd = select_weight_decay(
         train_x, train_y, num_classes, decays, max_iter=max_iter, on_fit=on_fit, on_eval=on_eval
     )
-    model = _fit_logreg(train_x, train_y, num_classes, wd, max_iter, on_eval)
+    model = _fit_logreg(train_x, train_y, num_classes, wd, max_iter=max_iter, on_eval=on_eval)
     if on_fit is not None:
         on_fit()
     return _accuracy(model, test_x, test_y)
@@ -236,7 +236,7 @@ def fit_linear_classifier(
     (x,), y = _standardise(train_x), train_y.to(mean.device).long()
     decays = [float(weight_decay)] if isinstance(weight_decay, (int, float)) else list(weight_decay)
     wd = select_weight_decay(x, y, num_classes, decays, max_iter=max_iter) if len(decays) > 1 else decays[0]
-    model = _fit_logreg(x, y, num_classes, wd, max_iter)
+    model = _fit_logreg(x, y, num_classes, wd, max_iter=max_iter)
 
     @torch.no_grad()
     def predict(feats: Tensor) -> Tensor:

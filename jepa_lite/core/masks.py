@@ -32,7 +32,7 @@ import numbers
 import torch
 from torch import Tensor
 
-from . import registry
+from .. import registry
 
 Grid = int | tuple[int, int]
 CONTEXT_FILLS = registry.CONTEXT_FILLS  # how contexts of different sizes share a batch (sample_masks)
@@ -234,7 +234,7 @@ def sample_multiblock_grids(
     n_positions = sizes.new_tensor([H, W]) - sizes + 1  # valid tops and lefts, last row/column included
     pos = _positions(batch_size, n_positions, generator)  # [B, M + 1, 2] (top, left) per image and block
     context = _context_with_redraws(pos, sizes, (H, W), min_context=min_context, generator=generator)
-    target_idx = _block_indices(pos[:, :-1, 0], pos[:, :-1, 1], h, w, W)  # [B, M, h*w]
+    target_idx = _block_indices(pos[:, :-1, 0], pos[:, :-1, 1], h, w, W=W)  # [B, M, h*w]
     return context, target_idx
 
 
@@ -259,7 +259,7 @@ def _context_with_redraws(pos: Tensor, sizes: Tensor, grid, *, min_context: int,
     H, W = grid
     n_positions = sizes.new_tensor([H, W]) - sizes + 1
     for attempt in range(MAX_RESAMPLES + 1):
-        bits = _row_bits(pos[..., 0], pos[..., 1], sizes, H, W)  # [B, M + 1, H, n_words]
+        bits = _row_bits(pos[..., 0], pos[..., 1], sizes, H, W=W)  # [B, M + 1, H, n_words]
         covered = bits[:, 0]
         for m in range(1, len(sizes) - 1):  # union of the target blocks (a loop over M, not over the batch)
             covered = covered | bits[:, m]

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from .data import build_dataset, dataset_info
-from .evaluate import PROBE_VERSION, linear_probe, low_shot_indices
+from ..core.evaluate import PROBE_VERSION, linear_probe, low_shot_indices
+from ..data import build_dataset, dataset_info
+from ..interop import load_encoder, set_image_size_
 from .feature_store import CHUNK, extract_to_store, open_store, sha256
-from .interop import load_encoder, set_image_size_
 from .protocols import Protocol
 from .sgd_probe import sgd_linear_probe
 
@@ -79,7 +79,9 @@ def _held_out_sweep(protocol: Protocol, x, y, device, progress: bool) -> tuple[f
     x_fit, y_fit, x_val, y_val = x[fit], y[fit], x[val], y[val]
     scores = []
     for lr, wd in itertools.product(protocol.lr, protocol.weight_decay):
-        acc = sgd_linear_probe(x_fit, y_fit, x_val, y_val, **_sgd_kwargs(protocol, lr, wd, device, progress))
+        acc = sgd_linear_probe(
+            x_fit, y_fit, x_val, y_val, **_sgd_kwargs(protocol, lr, wd, device, progress=progress)
+        )
         scores.append((acc, wd, -lr))
     best = max(scores)
     return -best[2], best[1]
@@ -110,10 +112,12 @@ def fit_probe(protocol: Protocol, train_store: Path, val_store: Path, device, pr
                             weight_decay=protocol.weight_decay)  # fmt: skip
         return {"top1": round(top1, 2)}
     if len(protocol.lr) * len(protocol.weight_decay) > 1 and len(train_x) > 2 * HELD_OUT:
-        lr, wd = _held_out_sweep(protocol, train_x, train_y, device, progress)
+        lr, wd = _held_out_sweep(protocol, train_x, train_y, device, progress=progress)
     else:
         lr, wd = protocol.lr[0], protocol.weight_decay[0]
-    top1 = sgd_linear_probe(train_x, train_y, val_x, val_y, **_sgd_kwargs(protocol, lr, wd, device, progress))
+    top1 = sgd_linear_probe(
+        train_x, train_y, val_x, val_y, **_sgd_kwargs(protocol, lr, wd, device, progress=progress)
+    )
     return {"top1": round(top1, 2), "lr": lr, "weight_decay": wd}
 
 
@@ -144,7 +148,7 @@ def evaluate_run(path, protocol: Protocol, *, accelerator, root=None, split_file
     extract_s = time.perf_counter() - t0
     if not accelerator.is_main_process:
         return None
-    results = fit_probe(protocol, stores["train"], stores["val"], accelerator.device, progress)
+    results = fit_probe(protocol, stores["train"], stores["val"], accelerator.device, progress=progress)
     results.update(protocol=protocol.name, protocol_version=protocol.version, probe_version=PROBE_VERSION,
                    weights=str(weights), train_images=len(train_set), val_images=len(val_set),
                    processes=accelerator.num_processes, extract_seconds=round(extract_s, 1),

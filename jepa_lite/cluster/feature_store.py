@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from .features import _encode
+from ..core.features import _encode
 
 CHUNK = 4096  # images per chunk: the unit of work, of progress and of resumption
 FILES = ("features.npy", "labels.npy")

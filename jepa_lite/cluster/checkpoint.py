@@ -1,4 +1,4 @@
-"""Checkpoints: atomic accelerate state + our step counter, `--resume auto`, and safetensors export.
+"""Checkpoints: atomic accelerate state + our step counter, and `--resume auto`.
 
 A checkpoint is a folder `ckpt-00001234/` holding accelerate's state (model.safetensors, optimizer.bin,
 random_states_<rank>.pkl, scaler.pt under fp16) and `trainer_state.json` (step, config). It is written under
@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import load
-from safetensors.torch import load_file, save_file
-from torch import nn
+
+from ..core.weights import WeightsError, check_safetensors
 
 __all__ = [
     "CheckpointError",
@@ -43,8 +43,6 @@ __all__ = [
     "save_checkpoint",
     "latest_checkpoint",
     "load_checkpoint",
-    "export_weights",
-    "load_weights",
 ]
 
 STATE_FILE = "trainer_state.json"
@@ -55,7 +53,6 @@ FAULT_POINTS = (
     "ckpt_before_rename",
     "ckpt_renamed",
     "ckpt_pruning",
-    "export_tmp_written",
 )
 _fault_hits: dict[str, int] = {}
 
@@ -229,24 +226,12 @@ def latest_checkpoint(run_dir: str | Path, *, verify: bool = True) -> Path | Non
 # loading, checked file by file
 
 
-def _check_safetensors(path: Path) -> dict:
-    """Header of a safetensors file {name: {dtype, shape, data_offsets}}, after checking it is complete."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        n = int.from_bytes(head, "little") if len(head) == 8 else -1
-        if n < 0 or 8 + n > size:
-            raise CheckpointError(f"{path} is truncated or not a safetensors file ({size} bytes)")
-        try:
-            header = json.loads(f.read(n))
-            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
-            raise CheckpointError(f"{path} has a corrupt safetensors header: {err}") from None
-    if size != 8 + n + end:
-        raise CheckpointError(
-            f"{path} is truncated or corrupt: its header describes {8 + n + end} bytes, the file has {size}"
-        )
-    return header
+def _header(path: Path) -> dict:
+    """A model file's safetensors header, or CheckpointError naming what is wrong with the file."""
+    try:
+        return check_safetensors(path)
+    except WeightsError as err:
+        raise CheckpointError(str(err)) from None
 
 
 def _torch_load(path: Path):
@@ -336,7 +321,7 @@ def load_checkpoint(accelerator, ckpt_dir: str | Path) -> dict:
         if not path.is_file():
             raise CheckpointError(f"checkpoint {ckpt_dir} is incomplete: {path.name} is missing")
         if kind.startswith("model"):
-            mismatch = _model_mismatch(accelerator, path, _check_safetensors(path), int(kind[5:]))
+            mismatch = _model_mismatch(accelerator, path, _header(path), int(kind[5:]))
             if mismatch:
                 raise CheckpointError(mismatch)
         elif kind == "rng":
@@ -367,33 +352,3 @@ def load_checkpoint(accelerator, ckpt_dir: str | Path) -> dict:
                         f"{list(value.shape)} is for a parameter of shape {list(p.shape)}"
                     )
     return state
-
-
-# ----------------------------------------------------------------------------------------------------------
-# export
-
-
-def export_weights(module: nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
-    """Write a module's state dict as safetensors (contiguous CPU tensors), with
-    string metadata, atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
-    _fault_point("export_tmp_written")
-    os.replace(tmp, path)
-    return path
-
-
-def load_weights(module: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
-    """Load safetensors weights into a module (no pickle involved, so no code can run from the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
-    _check_safetensors(path)
-    state = load_file(str(path))
-    module.load_state_dict(
-        {k: v.to(torch.get_default_dtype()) if v.is_floating_point() else v for k, v in state.items()},
-        strict=strict,
-    )
-    return module

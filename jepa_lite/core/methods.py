@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import registry
+from .. import registry
 from .collate import Batch
 from .ema import ema_update
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, gather_tokens, patchify
 from .sigreg import sigreg
+from .views import augment_views, random_resized_crop
 
 __all__ = [
     "IJEPA",
@@ -33,8 +34,6 @@ __all__ = [
     "masked_mean",
     "foreground_patches",
     "info_nce",
-    "augment_views",
-    "random_resized_crop",
     "METHODS",
 ]
 
@@ -143,7 +142,7 @@ class IJEPA(nn.Module):
         target, embeddings = self._targets_and_embeddings(images, batch.target_idx)
         context = self.context_encoder(images, batch.context_idx, batch.context_valid)  # [B, Kc, D]
         pred = self.predictor(
-            context, batch.context_idx, batch.target_idx, batch.context_valid, batch.target_valid
+            context, batch.context_idx, batch.target_idx, batch.context_valid, target_valid=batch.target_valid
         )  # [B, M, Kt, D]
         valid = batch.target_valid
         if self.foreground_targets:  # [B, M, Kt]: True where the target patch shows part of the object
@@ -206,10 +205,14 @@ class MAE(nn.Module):
         tv = None if batch.target_valid is None else batch.target_valid.reshape(b, m * kt)
         if self.per_block:  # one pass per target block: [B, M, Kt, p*p*C]
             pred = self.decoder.forward_blocks(
-                latent, batch.context_idx, batch.target_idx, batch.context_valid, batch.target_valid
+                latent,
+                batch.context_idx,
+                batch.target_idx,
+                batch.context_valid,
+                target_valid=batch.target_valid,
             ).reshape(pix.shape)
         else:
-            pred = self.decoder(latent, batch.context_idx, target_idx, batch.context_valid, tv)
+            pred = self.decoder(latent, batch.context_idx, target_idx, batch.context_valid, target_valid=tv)
         loss = (
             F.mse_loss(pred, pix) if tv is None else masked_mean(F.mse_loss(pred, pix, reduction="none"), tv)
         )
@@ -217,50 +220,6 @@ class MAE(nn.Module):
 
     def update_target(self, momentum: float) -> None:
         """MAE has no target network."""
-
-
-def _crop_boxes(b: int, crop_scale: tuple[float, float], dev) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Random resized crop boxes (aspect 3/4-4/3) as affine scales and shifts sx, sy, tx, ty, each [B]."""
-    scale = torch.empty(b, device=dev).uniform_(*crop_scale)
-    log_ratio = torch.empty(b, device=dev).uniform_(-0.2877, 0.2877)  # log(3/4) .. log(4/3)
-    sx = (scale * log_ratio.exp()).sqrt().clamp(max=1.0)
-    sy = (scale / log_ratio.exp()).sqrt().clamp(max=1.0)
-    tx = (torch.rand(b, device=dev) * 2 - 1) * (1 - sx)
-    ty = (torch.rand(b, device=dev) * 2 - 1) * (1 - sy)
-    return sx, sy, tx, ty
-
-
-def _warp(images: Tensor, sx: Tensor, sy: Tensor, tx: Tensor, ty: Tensor) -> Tensor:
-    """Resample each image's box (affine scales sx, sy and shifts tx, ty, [B]) back to the full size."""
-    theta = torch.zeros(images.shape[0], 2, 3, device=images.device)
-    theta[:, 0, 0], theta[:, 0, 2] = sx, tx
-    theta[:, 1, 1], theta[:, 1, 2] = sy, ty
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(
-        images, grid.to(images.dtype), mode="bilinear", padding_mode="reflection", align_corners=False
-    )
-
-
-def random_resized_crop(images: Tensor, crop_scale: tuple[float, float] = (0.3, 1.0)) -> Tensor:
-    """RandomResizedCrop of each image [B, C, H, W], batched on its device: a box of `crop_scale` of the area
-    (aspect 3/4-4/3), resized back to H x W. The official I-JEPA recipe's only augmentation. Global RNG."""
-    return _warp(images, *_crop_boxes(images.shape[0], crop_scale, images.device))
-
-
-def augment_views(
-    images: Tensor, *, crop_scale: tuple[float, float] = (0.3, 1.0), jitter: float = 0.4
-) -> Tensor:
-    """One random view per image, batched on the images' device: random resized crop (aspect 3/4-4/3),
-    horizontal flip, brightness/contrast jitter and a little noise. Uses the global RNG (saved on resume)."""
-    b, dev = images.shape[0], images.device
-    sx, sy, tx, ty = _crop_boxes(b, crop_scale, dev)
-    flip = torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0)
-    out = _warp(images, sx * flip, sy, tx, ty)
-    contrast = 1 + (torch.rand(b, 1, 1, 1, device=dev) * 2 - 1) * jitter
-    brightness = (torch.rand(b, 1, 1, 1, device=dev) * 2 - 1) * jitter
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = (out - mean) * contrast + mean + brightness
-    return out + 0.05 * torch.randn_like(out)
 
 
 def info_nce(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:

@@ -143,7 +143,7 @@ def ijepa_step_flops(
     pd = p.predictor_dim
     pred_fwd = 2.0 * kc * d * pd  # predictor_embed D -> P, once per image
     pred_fwd += n_targets * (p.predictor_depth * block_flops(kc + kt, pd, 4.0) + 2.0 * kt * pd * d)
-    return StepFlops(3 * ctx_fwd, 3 * pred_fwd, tgt_fwd, kc, kt, n_targets)
+    return StepFlops(3 * ctx_fwd, 3 * pred_fwd, tgt_fwd, kc, target_tokens=kt, n_targets=n_targets)
 
 
 def plain_vit_step_flops(cfg: Config, *, classes: int = 0) -> float:

@@ -2,7 +2,7 @@
 one change to the default run.
 
 Every row trains the grid's base config `fmnist_grid` (187 steps of batch 256, a 4-deep ViT: a few CPU
-minutes) with `jepa_lite.train` plus its dotted overrides, then probes the frozen, average-pooled encoder:
+minutes) with `core.train` plus its dotted overrides, then probes the frozen, average-pooled encoder:
 linear probe, k-NN, 1% low-shot and RankMe on Fashion-MNIST, and, like the paper's Clevr/Count and Clevr/Dist
 columns, a transfer probe of object count and position on ShapesWorld (rendered in 28-px grey so the
 Fashion-MNIST encoder can read it). `scripts/reproduce.py` runs the grid and writes `results/`; notebook 06
@@ -16,12 +16,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .config import Config, apply_overrides, load_config
-from .evaluate import (
-    MAX_ITER,
-    PROBE_VERSION,
-)
-from .registry import METHOD_PRESETS
+from ..core.config import Config, apply_overrides, load_config
+from ..core.evaluate import MAX_ITER, PROBE_VERSION
+from ..registry import METHOD_PRESETS
 
 # the config every row of the grid changes (not the course default, fmnist_vit_tiny)
 GRID_BASE = "fmnist_grid"
@@ -143,7 +140,7 @@ GROUPS: dict[str, list[Row]] = {
     ],
 }
 
-# Representations against pixels where pixels carry detail the label does not need (jepa_lite.nuisance): the
+# Representations against pixels where pixels carry detail the label does not need (data.nuisance): the
 # course default's budget for I-JEPA, MAE (pixel targets, random masks) and I-JEPA with pixel targets (its
 # multi-block masks, each block decoded in its own pass), on clean images and at three strengths of
 # unpredictable noise and of predictable stripes in the background; probes on the same kind of images.
@@ -243,7 +240,7 @@ SHAPES_SIZES = {"full": (10_000, 2_000), "quick": (100, 50)}
 CURVE_IMAGES = {"full": 512, "quick": 64}
 # L-BFGS iterations per probe fit (quick mode probes a few hundred samples)
 PROBE_ITERS = {"full": MAX_ITER, "quick": 20}
-# Runs probed by an older `PROBE_VERSION` (jepa_lite/evaluate.py) are re-run by `run_grid` and flagged in the
+# Runs probed by an older `PROBE_VERSION` (core/evaluate.py) are re-run by `run_grid` and flagged in the
 # tables until then.
 STALE_MARK = "†"
 STALE_NOTE = (

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from .config import load_config
-from .features import feature_std, rankme
-from .train import train
+from ..core.config import load_config
+from ..core.features import feature_std, rankme
+from ..core.train import train
 
 # The lab's model and optimiser: a 64-wide, 2-deep ViT, a 1-deep predictor, batch 64, lr 3e-3 without warm-up.
 # The EMA starts at 0.98 so that the teacher leaves its random initialisation within a few hundred steps

@@ -14,13 +14,13 @@ from accelerate.utils import InitProcessGroupKwargs, set_seed
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..data import build_dataset, dataset_info
+from ..data.nuisance import with_nuisance
+from ..registry import PRECISIONS
 from .collate import MaskCollator, make_collator
 from .config import Config
-from .data import build_dataset, dataset_info
 from .methods import IJEPA, MAE, Invariant, LeJEPA
 from .models import PixelDecoder, Predictor, ProjectionHead, ViTEncoder, official_init_
-from .nuisance import with_nuisance
-from .registry import PRECISIONS
 
 VIEW_CROP_SCALE = (0.3, 1.0)  # the invariant method's view crop when method.crop_scale is null
 LEJEPA_GLOBAL_SCALE = (0.4, 1.0)  # LeJEPA's global views' crop when method.crop_scale is null

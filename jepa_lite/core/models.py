@@ -233,7 +233,7 @@ class PixelDecoder(Predictor):
         """As `Predictor.forward`, with every target block decoded together: -> [B, M*Kt, p*p*C]."""
         flat = target_idx.reshape(target_idx.shape[0], 1, -1)
         tv = None if target_valid is None else target_valid.reshape(flat.shape)
-        return super().forward(context_tokens, context_idx, flat, context_valid, tv)[:, 0]
+        return super().forward(context_tokens, context_idx, flat, context_valid, target_valid=tv)[:, 0]
 
 
 class ProjectionHead(nn.Module):
