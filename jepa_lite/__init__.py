@@ -7,12 +7,12 @@ that matter are core/, lab/ and cluster/:
   STL-10, label-irrelevant nuisance detail);
 - core/, the I-JEPA path a learner reads in one sitting: masks, collate, models, ema, methods, schedules, the
   one training loop (train) and the probes (features, evaluate), with the plumbing the loop needs;
+- interop/, the official and Hugging Face checkpoints, key for key;
 - cluster/, what a long run on many GPUs needs: checkpoints, preemption, one run per folder (plugged into the
   core's loop as `RunFolder`), and the paper's evaluation with every process of a job;
 - lab/, the course's experiments: the grid and its tables, why MAE leads here, the course checkpoints and
   their retraining, the blue-box decoder, the collapse lab;
-- beside them, drawing and interop: viz/, widgets/, diagrams, interop/ (official and Hugging Face
-  checkpoints).
+- beside the lab, the drawings: viz/, widgets/, diagrams (they import the core only).
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         )
     t0 = time.perf_counter()
     try:
-        folder = RunFolder(run_dir, resume=args.resume)
+        folder = RunFolder(run_dir, resume=args.resume, verbose=not args.quiet)
         result = train(cfg, dataset=dataset, hooks=folder, accelerator=acc, progress=not args.quiet)
     except RunFolderInUse as e:  # a live run in the same folder: refused before anything was written
         parser.error(str(e))

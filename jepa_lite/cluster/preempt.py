@@ -2,9 +2,10 @@
 
 SIGTERM and SIGUSR1 (what SLURM sends before a time limit or a requeue), or a file named `PREEMPT` in the run
 folder (what `scripts/slurm/pretrain.sbatch` writes, since launchers do not pass signals on to every
-worker), make `train` finish the step it is in, write a checkpoint on every process and raise `Preempted`;
-`scripts/pretrain.py` then exits with `REQUEUE_STATUS`. A run resumed with `--resume auto` continues exactly
-where it stopped. Every process learns of a request made to any one of them at the next step boundary.
+worker), make `train` with a `RunFolder` (run_folder.py) finish the step it is in, write a checkpoint on
+every process and raise `Preempted`; `scripts/pretrain.py` then exits with `REQUEUE_STATUS`. A run resumed
+with `--resume auto` continues exactly where it stopped. Every process learns of a request made to any one of
+them at the next step boundary. A run without a `RunFolder` (a notebook's) leaves both signals alone.
 """
 
 from __future__ import annotations

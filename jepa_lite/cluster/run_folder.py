@@ -26,7 +26,8 @@ __all__ = ["RunFolder"]
 
 
 class RunFolder(RunHooks):
-    """`run_dir`: the run folder (None: no lock, no checkpoints, only `resume` from a checkpoint folder).
+    """`run_dir`: the run folder (None: no lock and no checkpoints, but `resume` from a checkpoint folder and
+    stop requests by signal, which end the run with `Preempted` and no checkpoint).
     `resume`: a checkpoint folder, or 'auto' for the newest complete one in run_dir (none -> fresh start).
     `verbose`: say which checkpoint the run resumed from."""
 
@@ -37,7 +38,11 @@ class RunFolder(RunHooks):
             raise ValueError("resume='auto' needs run_dir, the run folder to look for checkpoints in")
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.resume, self.verbose = resume, verbose
+        # set by open(), when the loop has made the accelerator and entered the lock and the stop handler
+        self.acc: Accelerator | None = None
+        self.cfg: Config | None = None
         self.lock: RunLock | None = None
+        self.requests: StopRequests | None = None
 
     def open(self, acc: Accelerator, cfg: Config, stack: contextlib.ExitStack) -> int:
         self.acc, self.cfg, main = acc, cfg, acc.is_main_process
@@ -45,8 +50,9 @@ class RunFolder(RunHooks):
         # the lock first: another live run in this folder stops us before anything is read or written
         if self.run_dir is not None and main:
             self.lock = stack.enter_context(RunLock(self.run_dir))
-        self.stop = stack.enter_context(StopRequests(self.run_dir if main else None))  # one process watches
-        self.stop.clear_file()  # a request left over from before this run started is not for it
+        watched = self.run_dir if main else None  # one process watches the PREEMPT file
+        self.requests = stack.enter_context(StopRequests(watched))
+        self.requests.clear_file()  # a request left over from before this run started is not for it
         if self.lock is not None:
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.meta["config"], sort_keys=False))
         return self._resume()
@@ -60,11 +66,10 @@ class RunFolder(RunHooks):
         if str(self.resume) == "auto":
             ckpt = latest_checkpoint(self.run_dir)
             if main:
-                found = (
-                    f"resuming from {ckpt}"
-                    if ckpt
-                    else f"no complete checkpoint in {self.run_dir}: starting fresh"
-                )
+                if ckpt is not None:
+                    found = f"resuming from {ckpt}"
+                else:
+                    found = f"no complete checkpoint in {self.run_dir}: starting fresh"
                 print(f"--resume auto: {found}", flush=True)
             if ckpt is None:
                 return 0
@@ -81,7 +86,7 @@ class RunFolder(RunHooks):
         return save_checkpoint(self.acc, self.run_dir, done, self.meta, keep_last=self.cfg.keep_last)
 
     def stop_requested(self) -> bool:
-        return self.stop.reason() is not None
+        return self.requests.reason() is not None
 
     def after_step(self, done: int, total: int, stop: bool) -> None:
         """Heartbeat; on a stop request a checkpoint and `Preempted`; else a checkpoint every ckpt_every."""
@@ -89,15 +94,15 @@ class RunFolder(RunHooks):
             self.lock.heartbeat()
         if stop and done < total:
             ckpt = self.checkpoint(done)
-            reason = self.stop.reason() or "another process was asked to stop"
-            self.stop.clear_file()
+            reason = self.requests.reason() or "another process was asked to stop"
+            self.requests.clear_file()
             raise Preempted(done, ckpt, reason)
         if self.cfg.ckpt_every and done % self.cfg.ckpt_every == 0 and done < total:
             self.checkpoint(done)
 
     def close(self, done: int) -> None:
         self.checkpoint(done)
-        self.stop.clear_file()  # a request that came too late to matter: the run is complete
+        self.requests.clear_file()  # a request that came too late to matter: the run is complete
 
     def failed(self, err: Exception, reached: int) -> Exception | None:
         """With several processes, a collective that failed because another one died becomes an error that

@@ -1,4 +1,4 @@
-"""The core: everything one I-JEPA, MAE or invariant training step needs, and nothing else.
+"""The core: what one I-JEPA, MAE or invariant training step needs, and the probes that read what it learned.
 
 Read in this order: masks (multi-block masks) and mask_strategies (the other maskings), collate (the `Batch`),
 models (ViT encoder, predictor), ema, sigreg, methods (the losses; views, the augmentations that invariant

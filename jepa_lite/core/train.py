@@ -37,6 +37,35 @@ from .steplog import StepLogger
 __all__ = ["RunHooks", "TrainResult", "train"]
 
 
+class RunHooks:
+    """Where a run lives, as the one loop sees it: five calls, made on every process, and `run_dir`, where
+    the loop writes metrics.csv. This default keeps nothing on disk, leaves signals alone and is never asked
+    to stop: a notebook's run. `jepa_lite.cluster.run_folder.RunFolder` keeps a run in a folder (a lock,
+    `--resume auto`, checkpoints, preemption, a clear message when another process dies) through the same
+    calls; the loop itself stays the same."""
+
+    run_dir: Path | None = None  # metrics.csv goes here, and TrainResult names it
+
+    def open(self, acc: Accelerator, cfg: Config, stack: contextlib.ExitStack) -> int:
+        """Before the first step, the method and optimizer prepared; enters what it holds into `stack`.
+        Returns the step to start from."""
+        return 0
+
+    def stop_requested(self) -> bool:
+        """Was this process asked to stop? (`_step` reduces it over processes with the loss)"""
+        return False
+
+    def after_step(self, done: int, total: int, stop: bool) -> None:
+        """After `done` of `total` steps; `stop`: some process was asked to stop. May raise to end the run."""
+
+    def close(self, done: int) -> None:
+        """After the last step of this call, `done` steps in all."""
+
+    def failed(self, err: Exception, reached: int) -> Exception | None:
+        """An error ended the loop after `reached` steps: an error to raise in its place, or None."""
+        return None
+
+
 @dataclass
 class TrainResult:
     """What `train` returns: the trained method (unwrapped), per-step logs, the run folder and last step.
@@ -161,34 +190,6 @@ def _step(run: _Run, batches, step: int, values: dict, hooks: RunHooks) -> tuple
     return loss_val, float(both[1]) > 0
 
 
-class RunHooks:
-    """Where a run lives, as the one loop sees it. This default keeps nothing on disk and is never asked to
-    stop: a notebook's run. `jepa_lite.cluster.run_folder.RunFolder` keeps a run in a folder (a lock,
-    `--resume auto`, checkpoints, preemption, a clear message when another process dies) through these five
-    calls, made on every process; the loop itself stays the same."""
-
-    run_dir: Path | None = None
-
-    def open(self, acc: Accelerator, cfg: Config, stack: contextlib.ExitStack) -> int:
-        """Before the first step, the method and optimizer prepared; enters what it holds into `stack`.
-        Returns the step to start from."""
-        return 0
-
-    def stop_requested(self) -> bool:
-        """Was this process asked to stop? (`_step` reduces it over processes with the loss)"""
-        return False
-
-    def after_step(self, done: int, total: int, stop: bool) -> None:
-        """After `done` of `total` steps; `stop`: some process was asked to stop. May raise to end the run."""
-
-    def close(self, done: int) -> None:
-        """After the last step of this call, `done` steps in all."""
-
-    def failed(self, err: Exception, reached: int) -> Exception | None:
-        """An error ended the loop after `reached` steps: an error to raise in its place, or None."""
-        return None
-
-
 def train(
     cfg: Config,
     *,
@@ -211,11 +212,9 @@ def train(
         start = hooks.open(acc, cfg, stack)
         batches = _batches(run, start)
         end = run.total if stop_after is None else min(run.total, start + stop_after)
-        where = dict(main=acc.is_main_process, progress=progress, device=acc.device,
-                     num_processes=acc.num_processes)  # fmt: skip
         log = StepLogger(
             cfg, hooks.run_dir, start=start, end=end, total=run.total, flops_per_image=run.flops_per_image,
-            **where,
+            main=acc.is_main_process, progress=progress, device=acc.device, num_processes=acc.num_processes,
         )  # fmt: skip
         stack.callback(log.close)
         try:

@@ -143,7 +143,7 @@ def run_one(
     init = initial_encoder(cfg) if not overrides else None  # before train: seeds
     result = train(
         cfg,
-        hooks=RunFolder(Path(work_dir) / key, resume="auto"),
+        hooks=RunFolder(Path(work_dir) / key, resume="auto", verbose=progress),
         progress=progress,
         on_step=rankme_probe(curve_images, every=max(1, _total_steps(cfg) // 10)),
     )

@@ -224,7 +224,12 @@ def retrain(
         print(f"course checkpoint {name}: {total} steps, snapshots after {steps}", flush=True)
         t0 = time.perf_counter()
         saver = _snapshot_saver(work, steps)
-        result = train(cfg, hooks=RunFolder(work / "run", resume="auto"), progress=progress, on_step=saver)
+        result = train(
+            cfg,
+            hooks=RunFolder(work / "run", resume="auto", verbose=progress),
+            progress=progress,
+            on_step=saver,
+        )
         wall = time.perf_counter() - t0
         seconds = [r["time"] for r in result.history]  # per-step times, kept across a resume
         probes = probes or ProbeSets(cfg, quick=quick)
